@@ -1,0 +1,69 @@
+"""One measurement: load one target once with wrk and charge it the CPU and memory it used."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from bench import procstat
+from bench.targets import Target
+from bench.wrk import WrkResult, run_wrk
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    target: str
+    round: int
+    wrk: WrkResult
+    # CPU seconds of the target's whole process tree during the load; None for "direct".
+    cpu_s: float | None
+    # VmRSS in KiB of each worker, read right after the load.
+    worker_rss_kib: dict[int, int]
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        if self.cpu_s is None or self.wrk.requests == 0:
+            return None
+        return self.cpu_s * 1e6 / self.wrk.requests
+
+    @property
+    def rss_mib_per_worker(self) -> float | None:
+        if not self.worker_rss_kib:
+            return None
+        return sum(self.worker_rss_kib.values()) / len(self.worker_rss_kib) / 1024
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "round": self.round,
+            "requests_per_sec": self.wrk.requests_per_sec,
+            "p50_ms": self.wrk.p50_ms,
+            "p99_ms": self.wrk.p99_ms,
+            "cpu_s": self.cpu_s,
+            "cpu_us_per_request": self.cpu_us_per_request,
+            "rss_mib_per_worker": self.rss_mib_per_worker,
+            "worker_rss_kib": {str(pid): kib for pid, kib in self.worker_rss_kib.items()},
+            "errors": self.wrk.errors,
+            "wrk": self.wrk.to_json(),
+        }
+
+
+def measure(
+    target: Target, *, round_no: int, duration_s: int, warmup_s: int, connections: int
+) -> Measurement:
+    target.check_alive()
+    if warmup_s > 0:
+        # Fills connection pools, caches and the allocator; its figures are thrown away.
+        run_wrk(target.url, duration_s=warmup_s, connections=connections)
+    root = target.root_pid()
+    before = procstat.tree_cpu_seconds(root) if root is not None else None
+    result = run_wrk(target.url, duration_s=duration_s, connections=connections)
+    after = procstat.tree_cpu_seconds(root) if root is not None else None
+    # A target that died under load would otherwise be reported with the figures of its errors.
+    target.check_alive()
+    rss = {pid: kib for pid in target.worker_pids() if (kib := procstat.rss_kib(pid)) is not None}
+    return Measurement(
+        target=target.name,
+        round=round_no,
+        wrk=result,
+        cpu_s=None if before is None or after is None else round(after - before, 6),
+        worker_rss_kib=rss,
+    )

@@ -1,0 +1,256 @@
+"""Benchmark fastproxy side by side with nginx and with a direct connection, in one run.
+
+Usage: python -m bench.run [--duration S] [--rounds N] [--connections C] [--warmup S]
+                           [--targets direct,nginx,fastproxy] [--out DIR]
+
+All targets share one upstream and are loaded in turn, round after round, so that the noise of a
+shared machine falls on all of them alike; the report gives the median of the rounds.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import report
+from bench.measure import Measurement, measure
+from bench.nginx import NginxProxy, NginxUpstream, nginx_path, nginx_version
+from bench.process import ServerError
+from bench.targets import REPO_ROOT, DevserverUpstream, DirectTarget, FastproxyTarget, Target
+from bench.wrk import WrkError, wrk_path, wrk_version
+
+# Each factory gets the shared upstream; a new scenario is one more entry here.
+TARGETS: dict[str, Callable[[Target], Target]] = {
+    "direct": DirectTarget,
+    "nginx": NginxProxy,
+    "fastproxy": FastproxyTarget,
+}
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def _target_list(text: str) -> list[str]:
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown target(s) {unknown}; choose from {','.join(TARGETS)}"
+        )
+    return names
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
+    # wrk reads -d in whole seconds, hence integers.
+    parser.add_argument("--duration", type=_positive, default=10, help="seconds per measurement")
+    parser.add_argument("--rounds", type=_positive, default=3, help="interleaved rounds")
+    parser.add_argument("--connections", type=_positive, default=64, help="wrk connections")
+    parser.add_argument(
+        "--warmup", type=_non_negative, default=2, help="uncounted seconds per target per round"
+    )
+    parser.add_argument(
+        "--targets",
+        type=_target_list,
+        default=list(TARGETS),
+        help=f"comma-separated, from {','.join(TARGETS)}",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=REPO_ROOT / "bench" / "results", help="results directory"
+    )
+    return parser.parse_args(argv)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+
+def _git_revision() -> str | None:
+    """The commit benchmarked, marked -dirty when the working tree differs from it."""
+    try:
+        head = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain")
+    except (OSError, subprocess.SubprocessError):
+        return None  # no git, or no commit yet
+    return head + ("-dirty" if dirty else "")
+
+
+def _rotated(names: Sequence[str], by: int) -> list[str]:
+    # Rotating the order each round keeps any target from always running first (cold machine)
+    # or right after the same neighbour.
+    shift = by % len(names)
+    return [*names[shift:], *names[:shift]]
+
+
+def _progress(m: Measurement) -> None:
+    cpu = f", {m.cpu_us_per_request:.1f} CPU µs/req" if m.cpu_us_per_request is not None else ""
+    errors = f", {m.wrk.errors} ERRORS" if m.wrk.errors else ""
+    print(
+        f"  round {m.round} {m.target}: {m.wrk.requests_per_sec:,.0f} req/s, "
+        f"p50 {m.wrk.p50_ms:.3f} ms, p99 {m.wrk.p99_ms:.3f} ms{cpu}{errors}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _run_rounds(
+    args: argparse.Namespace, workdir: Path, upstream: Target, targets: dict[str, Target]
+) -> list[Measurement]:
+    measurements: list[Measurement] = []
+    started: list[Target] = []
+    try:
+        for server in [upstream, *targets.values()]:
+            started.append(server)
+            server.start(workdir)
+        per_round = len(targets) * (args.duration + args.warmup)
+        print(
+            f"bench: {args.rounds} round(s) of {', '.join(targets)}, about {per_round} s each",
+            file=sys.stderr,
+        )
+        for round_no in range(1, args.rounds + 1):
+            for name in _rotated(list(targets), round_no - 1):
+                m = measure(
+                    targets[name],
+                    round_no=round_no,
+                    duration_s=args.duration,
+                    warmup_s=args.warmup,
+                    connections=args.connections,
+                )
+                _progress(m)
+                measurements.append(m)
+    finally:
+        for server in reversed(started):
+            server.stop()
+    return measurements
+
+
+def _warnings(
+    targets: dict[str, Target], measurements: list[Measurement], summary: dict[str, Any]
+) -> list[str]:
+    """What makes a figure of this run doubtful, for the reader of the table."""
+    notes = [
+        f"{name} had {figures['errors']} failed requests; its figures are suspect"
+        for name, figures in summary.items()
+        if figures["errors"]
+    ]
+    for name, target in targets.items():
+        expected = target.expected_workers()
+        found = sorted({len(m.worker_rss_kib) for m in measurements if m.target == name})
+        if expected is not None and found != [expected]:
+            notes.append(
+                f"{name}: found {found} worker process(es) after the load, expected {expected}"
+            )
+    return notes
+
+
+def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    notes: list[str] = []
+    names: list[str] = args.targets
+    has_nginx = nginx_path() is not None
+    if not has_nginx:
+        notes.append("nginx is not installed: no nginx target, no ratios, devserver upstream")
+        names = [n for n in names if n != "nginx"]
+    if not names:
+        raise ServerError("no target left to run")
+    upstream: Target = NginxUpstream() if has_nginx else DevserverUpstream()
+    targets = {name: TARGETS[name](upstream) for name in names}
+    measurements = _run_rounds(args, workdir, upstream, targets)
+    summary = report.summarize(measurements, names)
+    notes += _warnings(targets, measurements, summary)
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "hostname": socket.gethostname(),
+            "nproc": len(os.sched_getaffinity(0)),
+            "cpu_model": _cpu_model(),
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "nginx": nginx_version(),
+            "wrk": wrk_version(),
+            "git": _git_revision(),
+        },
+        "settings": {
+            "targets": names,
+            "upstream": upstream.name,
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+            "connections": args.connections,
+            "warmup_s": args.warmup,
+            "wrk_threads": 1,
+        },
+        "summary": summary,
+        "rounds": [m.to_json() for m in measurements],
+        "notes": notes,
+    }
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Turn SIGTERM into an exception, like Ctrl-C, so that the finally blocks stop the servers.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        wrk_path()
+    except WrkError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="fastproxy-bench-"))
+    keep_logs = False
+    try:
+        doc = benchmark(args, workdir)
+    except (ServerError, WrkError, OSError) as exc:
+        keep_logs = True
+        print(f"bench: error: {exc}\nbench: server logs kept in {workdir}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted; servers stopped", file=sys.stderr)
+        return 130
+    finally:
+        if not keep_logs:
+            shutil.rmtree(workdir, ignore_errors=True)
+    markdown = report.render_markdown(doc)
+    json_path, md_path = report.write_results(args.out, doc, markdown)
+    print(markdown)
+    print(f"bench: wrote {json_path} and {md_path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

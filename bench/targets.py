@@ -1,0 +1,197 @@
+"""What the benchmark loads: a `Target` is a server with a URL and, for proxies, a process tree.
+
+A new scenario (routes with policies, several workers, another proxy) is one more subclass: say how
+to start it (`command`), which process tree to charge CPU to (`root_pid`) and which of its processes
+are workers (`worker_pids`), then register it in `bench.run`.
+"""
+
+import os
+import sys
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from bench import procstat
+from bench.process import ManagedProcess, ServerError, free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Target(ABC):
+    """A server the load generator points at."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    @abstractmethod
+    def url(self) -> str: ...
+
+    @abstractmethod
+    def start(self, workdir: Path) -> None:
+        """Start, and return only once the server answers 200 (workdir is private to the run)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop everything start() started; safe to call more than once or before start()."""
+
+    def root_pid(self) -> int | None:
+        """Root of the process tree whose CPU time is charged to this target; None: nothing."""
+        return None
+
+    def worker_pids(self) -> list[int]:
+        """The processes that serve traffic, whose memory is reported per worker."""
+        return []
+
+    def expected_workers(self) -> int | None:
+        """How many worker_pids() there should be; a mismatch is reported. None: no check."""
+        return None
+
+    @abstractmethod
+    def check_alive(self) -> None:
+        """Raise ServerError when the server has died (so a round does not load a dead port)."""
+
+
+class ServerTarget(Target):
+    """A target backed by one server process that the harness starts on a free port."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._port: int | None = None
+        self._server: ManagedProcess | None = None
+
+    @abstractmethod
+    def command(self, workdir: Path, port: int) -> list[str]:
+        """argv that serves HTTP on 127.0.0.1:port in the foreground (workdir is this target's)."""
+
+    def environment(self) -> dict[str, str] | None:
+        """Environment for the server process; None inherits the harness's."""
+        return None
+
+    @property
+    def url(self) -> str:
+        if self._port is None:
+            raise ServerError(f"{self.name} is not started")
+        return f"http://127.0.0.1:{self._port}/"
+
+    def start(self, workdir: Path) -> None:
+        own_dir = workdir / self.name
+        own_dir.mkdir(parents=True, exist_ok=True)
+        self._port = free_port()
+        self._server = ManagedProcess(
+            self.name,
+            self.command(own_dir, self._port),
+            own_dir / "server.log",
+            cwd=own_dir,
+            env=self.environment(),
+        )
+        self._server.start()
+        self._server.wait_ready(self.url)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+
+    def root_pid(self) -> int | None:
+        return self._server.pid if self._server is not None else None
+
+    def check_alive(self) -> None:
+        if self._server is not None:
+            self._server.check_alive()
+
+
+class DirectTarget(Target):
+    """No proxy: the load goes straight to the upstream, which the run starts and stops."""
+
+    def __init__(self, upstream: Target) -> None:
+        super().__init__("direct")
+        self._upstream = upstream
+
+    @property
+    def url(self) -> str:
+        return self._upstream.url
+
+    def start(self, workdir: Path) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def check_alive(self) -> None:
+        self._upstream.check_alive()
+
+
+def _repo_environment() -> dict[str, str]:
+    # The server runs in a scratch directory; putting the repository first on the path makes it
+    # load this working tree's fastproxy whether or not the package is installed in the venv.
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+class DevserverUpstream(ServerTarget):
+    """fastproxy's built-in development upstream, used when nginx is not installed."""
+
+    def __init__(self) -> None:
+        super().__init__("upstream-devserver")
+
+    def command(self, workdir: Path, port: int) -> list[str]:
+        return [sys.executable, "-m", "fastproxy.devserver", "--listen", f"127.0.0.1:{port}"]
+
+    def environment(self) -> dict[str, str] | None:
+        return _repo_environment()
+
+
+class FastproxyTarget(ServerTarget):
+    """`fastproxy run`: a master that forks N workers and one audit writer."""
+
+    def __init__(
+        self,
+        upstream: Target,
+        *,
+        name: str = "fastproxy",
+        workers: int = 1,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(name)
+        self._upstream = upstream
+        self.workers = workers
+        self.extra_args = extra_args
+
+    def command(self, workdir: Path, port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "fastproxy",
+            "run",
+            "--upstream",
+            self._upstream.url.rstrip("/"),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(self.workers),
+            "--admin-listen",
+            "off",
+            "--log-level",
+            "warning",
+            *self.extra_args,
+        ]
+
+    def environment(self) -> dict[str, str] | None:
+        return _repo_environment()
+
+    def worker_pids(self) -> list[int]:
+        root = self.root_pid()
+        if root is None:
+            return []
+        # The master's long-lived children are the workers and one audit writer; the writer is
+        # told apart by its name (comm or command line), as it serves no traffic.
+        return [pid for pid in procstat.children(root) if not _is_audit_writer(pid)]
+
+    def expected_workers(self) -> int | None:
+        return self.workers
+
+
+def _is_audit_writer(pid: int) -> bool:
+    stat = procstat.read_stat(pid)
+    names = f"{stat.comm if stat else ''} {procstat.cmdline(pid)}".lower()
+    return "audit" in names or "writer" in names

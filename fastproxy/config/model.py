@@ -1,0 +1,41 @@
+"""The compiled configuration: what workers run with, immutable, built once per (re)load."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fastproxy.config.schema import AuditSettings, FileConfig, LimitsSettings, ServerSettings
+from fastproxy.net import Address, Network
+
+if TYPE_CHECKING:
+    from fastproxy.routing import Router
+
+__all__ = ["Config", "Upstream"]
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    name: str
+    address: Address
+    pool_size: int
+    connect_timeout: float
+    timeout: float
+    idle_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: str | None  # the TOML file, None when run from flags alone
+    server: ServerSettings
+    limits: LimitsSettings
+    audit: AuditSettings
+    listen: tuple[Address, ...]
+    admin: Address | None
+    workers: int
+    trusted_proxies: tuple[Network, ...]
+    upstreams: Mapping[str, Upstream]
+    router: Router
+    file: FileConfig
+    warnings: tuple[str, ...] = ()

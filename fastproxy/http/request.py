@@ -1,0 +1,327 @@
+"""Reading requests from clients: limits and smuggling defences, sans-I/O.
+
+Theory of operation
+-------------------
+:class:`RequestParser` wraps httptools' strict llhttp parser (no lenient flag is ever set) and
+feeds a :class:`RequestHandler` with one :class:`RequestHead`, zero or more body chunks and an end
+per request. Limits are enforced inside the parser callbacks, so an oversized URL or header block
+is refused as soon as it is seen rather than after it was buffered:
+
+* the URL is capped at ``max_url_bytes`` (414), the header fields at ``max_headers`` and the whole
+  head at ``max_header_bytes`` (431). httptools joins a header field before handing it over, so a
+  single endless header is also caught by counting the bytes fed while a head is still open;
+* a declared ``Content-Length`` over ``max_body_bytes`` is refused before any of the body is read,
+  and a chunked body as soon as it passes the limit (413).
+
+llhttp itself rejects most framing attacks: Content-Length with Transfer-Encoding, a duplicate or
+malformed Content-Length, a malformed chunk size, obs-fold, bare LF, NUL and other control bytes.
+:func:`parse_head` adds what llhttp leaves to the application: a request line without a version
+(HTTP/0.9) or with a version other than 1.0/1.1, a Transfer-Encoding other than a lone
+``chunked`` (and any Transfer-Encoding on HTTP/1.0), a missing or repeated Host, a target that is
+not origin- or absolute-form, and dot segments that an upstream could resolve out of the routed
+prefix. Every such error is a :class:`ProtocolError`; the caller answers it and closes the
+connection, so nothing after a bad request can reach the upstream as a request of its own.
+
+The head given to the handler has the hop-by-hop headers already removed (Connection and every
+header it names, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade,
+Proxy-Authorization), as are the headers the proxy sets itself (framing, X-Forwarded-*,
+X-Request-Id, X-Auth-*): the proxy re-serializes all of them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+import httptools
+
+from fastproxy.config.schema import LimitsSettings
+from fastproxy.http.errors import ProtocolError
+
+__all__ = ["RequestHandler", "RequestHead", "RequestParser", "parse_head"]
+
+# Removed in both directions (RFC 9110 7.6.1 plus the proxy-specific ones).
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+    }
+)
+
+# Headers of the request the proxy sets itself: a client's copy is dropped, never passed on.
+_PROXY_SET = frozenset(
+    {
+        b"content-length",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-request-id",
+        b"x-auth-subject",
+        b"x-auth-roles",
+        b"x-auth-method",
+        b"expect",
+    }
+)
+
+_DROPPED = HOP_BY_HOP | _PROXY_SET
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
+_DOT_SEGMENT = re.compile(r"(?:^|[/\\])\.{1,2}(?:[/\\]|$)")
+
+
+class RequestHead:
+    """One request's line and headers, checked and stripped of what the proxy re-serializes."""
+
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "expect_continue",
+        "forwarded_for",
+        "forwarded_proto",
+        "headers",
+        "host",
+        "keep_alive",
+        "method",
+        "path",
+        "request_id",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: bytes,
+        path: str,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+    ) -> None:
+        self.method = method
+        self.target = target  # origin-form, as forwarded upstream
+        self.path = path  # target without the query, for routing
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.content_length: int | None = None
+        self.chunked = False
+        self.host: bytes | None = None
+        self.request_id: bytes | None = None  # the client's, when well-formed
+        self.forwarded_for: bytes | None = None
+        self.forwarded_proto: bytes | None = None
+        self.expect_continue = False
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+class RequestHandler(Protocol):
+    def on_request(self, head: RequestHead) -> None: ...
+
+    def on_body(self, chunk: bytes) -> None: ...
+
+    def on_request_end(self) -> None: ...
+
+
+def _split_target(url: bytes) -> tuple[bytes, str]:
+    """(origin-form target, path) from the request target, or ProtocolError."""
+    if url[:1] != b"/":
+        # Absolute form (RFC 9112 3.2.2) is accepted and reduced to origin form; nothing else
+        # (authority form is CONNECT's, asterisk form OPTIONS *) is proxied.
+        lowered = url[:8].lower()
+        if not (lowered.startswith(b"http://") or lowered.startswith(b"https://")):
+            raise ProtocolError(400, "bad_target", "request target is not origin or absolute form")
+        start = url.find(b"/", url.find(b"//") + 2)
+        url = url[start:] if start != -1 else b"/"
+    fragment = url.find(b"#")
+    if fragment != -1:
+        url = url[:fragment]
+    query = url.find(b"?")
+    path = (url if query == -1 else url[:query]).decode("latin-1")
+    if "." in path or "%" in path or "\\" in path:
+        # An upstream that decodes %2E / %2F or resolves dot segments would otherwise see a path
+        # outside the prefix the route matched.
+        decoded = path.replace("%2e", ".").replace("%2E", ".")
+        decoded = decoded.replace("%2f", "/").replace("%2F", "/").replace("%5c", "\\").replace("%5C", "\\")
+        if _DOT_SEGMENT.search(decoded):
+            raise ProtocolError(400, "bad_path", "dot segment in path")
+    return url, path
+
+
+def parse_head(
+    method: str,
+    url: bytes,
+    version: str,
+    raw_headers: list[tuple[bytes, bytes]],
+    keep_alive: bool,
+    max_body_bytes: int,
+) -> RequestHead:
+    """Check a request head and strip it of what the proxy re-serializes; raises ProtocolError."""
+    if version != "1.1" and version != "1.0":
+        raise ProtocolError(400, "bad_version", f"HTTP version {version} not supported")
+    target, path = _split_target(url)
+    headers: list[tuple[bytes, bytes]] = []
+    head = RequestHead(method, target, path, version, headers, keep_alive)
+    connection_tokens: list[bytes] | None = None
+    transfer_encoding: bytes | None = None
+    for name, value in raw_headers:
+        lname = name.lower()
+        if lname not in _DROPPED:
+            if lname == b"host":
+                if head.host is not None:
+                    raise ProtocolError(400, "bad_host", "repeated Host header")
+                head.host = value
+            headers.append((name, value))
+        elif lname == b"content-length":
+            # llhttp already refused duplicates and non-digits; it allows surrounding spaces.
+            head.content_length = int(value.strip())
+        elif lname == b"transfer-encoding":
+            transfer_encoding = value if transfer_encoding is None else transfer_encoding + b"," + value
+        elif lname == b"connection":
+            tokens = [t.strip().lower() for t in value.split(b",")]
+            connection_tokens = tokens if connection_tokens is None else connection_tokens + tokens
+        elif lname == b"x-request-id":
+            head.request_id = value if _REQUEST_ID.match(value) else None
+        elif lname == b"x-forwarded-for":
+            head.forwarded_for = value if head.forwarded_for is None else head.forwarded_for + b", " + value
+        elif lname == b"x-forwarded-proto":
+            head.forwarded_proto = value
+        elif lname == b"expect":
+            if value.strip().lower() != b"100-continue":
+                raise ProtocolError(400, "bad_expect", "unsupported Expect")
+            head.expect_continue = True
+
+    if transfer_encoding is not None:
+        if version != "1.1" or transfer_encoding.strip().lower() != b"chunked":
+            raise ProtocolError(400, "bad_framing", "Transfer-Encoding other than a lone chunked")
+        head.chunked = True
+    if version == "1.1" and head.host is None:
+        raise ProtocolError(400, "bad_host", "HTTP/1.1 request without Host")
+    if connection_tokens:
+        named = frozenset(connection_tokens) - {b"close", b"keep-alive", b""}
+        if named:
+            headers[:] = [(n, v) for n, v in headers if n.lower() not in named]
+    if head.content_length is not None and head.content_length > max_body_bytes:
+        raise ProtocolError(413, "too_large", "declared Content-Length over max_body_bytes")
+    return head
+
+
+class RequestParser:
+    """Feeds raw client bytes to llhttp and a :class:`RequestHandler`; see the module doc."""
+
+    __slots__ = (
+        "_body_bytes",
+        "_handler",
+        "_head_limit",
+        "_head_seen",
+        "_header_bytes",
+        "_headers",
+        "_began",
+        "_in_head",
+        "_max_body",
+        "_max_headers",
+        "_max_header_bytes",
+        "_max_url",
+        "_parser",
+        "_url",
+        "upgraded",
+    )
+
+    def __init__(self, handler: RequestHandler, limits: LimitsSettings) -> None:
+        self._handler = handler
+        self._max_url = limits.max_url_bytes
+        self._max_headers = limits.max_headers
+        self._max_header_bytes = limits.max_header_bytes
+        self._max_body = limits.max_body_bytes
+        self._head_limit = limits.max_header_bytes + limits.max_url_bytes
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._body_bytes = 0
+        self._in_head = False
+        self._head_seen = 0
+        self._began = False
+        # A request with Upgrade (or CONNECT) ends llhttp's HTTP parsing of the connection: the
+        # request itself is complete and proxied as plain HTTP, then the connection is closed.
+        self.upgraded = False
+
+    @property
+    def in_head(self) -> bool:
+        """True while a request has begun and its head is not complete (the header timeout)."""
+        return self._in_head
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``; raises ProtocolError for input the connection must be closed over."""
+        if self._in_head:
+            self._head_seen += len(data)
+        self._began = False
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.upgraded = True
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, ProtocolError):
+                raise cause from None
+            raise
+        except httptools.HttpParserError as exc:
+            raise ProtocolError(400, "bad_request", str(exc)) from None
+        if self._in_head:
+            if self._began:
+                # The head began inside this chunk; count all of it (an over-estimate by at most
+                # what preceded it in the chunk) so one huge chunk cannot hide an endless header.
+                self._head_seen = len(data)
+            if self._head_seen > self._head_limit:
+                raise ProtocolError(431, "headers_too_large", "request head over max_header_bytes")
+
+    # -- parser callbacks ---------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._body_bytes = 0
+        self._in_head = True
+        self._head_seen = 0
+        self._began = True
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._max_url:
+            raise ProtocolError(414, "url_too_long", "request target over max_url_bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        self._header_bytes += len(name) + len(value) + 4
+        if len(self._headers) > self._max_headers:
+            raise ProtocolError(431, "too_many_headers", "more than max_headers header fields")
+        if self._header_bytes > self._max_header_bytes:
+            raise ProtocolError(431, "headers_too_large", "headers over max_header_bytes")
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self._parser
+        head = parse_head(
+            parser.get_method().decode("ascii"),
+            self._url,
+            parser.get_http_version(),
+            self._headers,
+            parser.should_keep_alive(),
+            self._max_body,
+        )
+        self._handler.on_request(head)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._body_bytes > self._max_body:
+            raise ProtocolError(413, "too_large", "body over max_body_bytes")
+        self._handler.on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._handler.on_request_end()

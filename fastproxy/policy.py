@@ -1,0 +1,105 @@
+"""The policy-stage interface every capability implements.
+
+Theory of operation
+-------------------
+A stage (authenticate, authorize, rate-limit, mask, audit, ...) has two halves, as in Envoy's
+filters and Oathkeeper's handlers:
+
+* a *compile* half, run once per configuration load in the master, which validates its settings
+  and returns an immutable :class:`Stage` object (or raises ``ValueError`` naming the problem);
+* a *per-request* half, :meth:`Stage.check`, run by a worker for every request that matched the
+  route the stage is attached to. It returns ``None`` to continue, a :class:`Rejection` to answer
+  the client without calling the upstream, or an awaitable of either when it must wait (a JWKS
+  refetch, say). The synchronous answer is the fast path; returning an awaitable costs a task.
+
+Stages run in the order the route lists them and the first rejection wins. The route's ``mode``
+is applied here, not in each stage: in ``shadow`` mode a rejection is recorded as ``would_deny``
+on the request context and the request goes on. "Not my credential" (``None``) is different from
+"bad credential" (a rejection) — a stage that does not recognise a request lets the next one try.
+
+Stages may add headers for the upstream (``ctx.upstream_headers``) and facts for the audit record
+(``ctx.principal``, ``ctx.auth``). They never see the socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from fastproxy.http.request import RequestHead
+
+__all__ = ["Decision", "Rejection", "RequestContext", "Stage", "run_stages"]
+
+
+class Rejection:
+    """Answer the client with ``status``; ``reason`` is the audit/log code, never shown to it."""
+
+    __slots__ = ("headers", "reason", "status")
+
+    def __init__(self, status: int, reason: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+
+    def __repr__(self) -> str:
+        return f"Rejection({self.status}, {self.reason!r})"
+
+
+Decision = Rejection | None | Awaitable["Rejection | None"]
+
+
+class RequestContext:
+    """What the stages of one request share: the request, the peer, and what they learned."""
+
+    __slots__ = ("auth", "client_ip", "head", "principal", "request_id", "upstream_headers", "would_deny")
+
+    def __init__(self, head: RequestHead, client_ip: str, request_id: bytes) -> None:
+        self.head = head
+        self.client_ip = client_ip
+        self.request_id = request_id
+        self.principal: str | None = None
+        self.auth: str | None = None
+        self.would_deny: str | None = None
+        self.upstream_headers: list[tuple[bytes, bytes]] = []
+
+
+class Stage(Protocol):
+    name: str
+
+    def check(self, ctx: RequestContext) -> Decision: ...
+
+
+def run_stages(stages: tuple[Stage, ...], ctx: RequestContext, shadow: bool) -> Decision:
+    """Run the stages in order: ``None`` (go on), a Rejection, or an awaitable of either.
+
+    Synchronous stages never create a task; the first stage that answers with an awaitable hands
+    the rest of the chain to :func:`_finish`, which the caller awaits.
+    """
+    for index, stage in enumerate(stages):
+        decision = stage.check(ctx)
+        if decision is None:
+            continue
+        if isinstance(decision, Rejection):
+            if not shadow:
+                return decision
+            if ctx.would_deny is None:
+                ctx.would_deny = decision.reason
+            continue
+        return _finish(stages[index + 1 :], decision, ctx, shadow)
+    return None
+
+
+async def _finish(
+    rest: tuple[Stage, ...], pending: Awaitable[Rejection | None], ctx: RequestContext, shadow: bool
+) -> Rejection | None:
+    decision = await pending
+    if decision is not None:
+        if not shadow:
+            return decision
+        if ctx.would_deny is None:
+            ctx.would_deny = decision.reason
+    following = run_stages(rest, ctx, shadow)
+    if following is None or isinstance(following, Rejection):
+        return following
+    return await following

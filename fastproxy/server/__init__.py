@@ -1,0 +1,1 @@
+"""The process tree: master, workers, and the connections a worker serves."""

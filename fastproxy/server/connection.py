@@ -1,0 +1,511 @@
+"""One client connection: HTTP/1.1 keep-alive and pipelining, streaming both ways.
+
+Theory of operation
+-------------------
+The connection reads requests with :class:`~fastproxy.http.request.RequestParser` and answers
+them strictly in order. Each request is an :class:`Exchange`. Only the first exchange of the queue
+(``active``) is forwarded; a pipelined request that arrives behind it waits with reading paused,
+so what it can buffer is bounded by one read. Bodies are streamed: chunks go to the upstream as
+they arrive, or wait in a bounded buffer while the upstream connection is being opened (reading
+pauses over the high-water mark).
+
+Back-pressure runs both ways. When the client's transport buffer passes its high-water mark the
+upstream connection stops reading; when the upstream's does, the client connection stops reading.
+Pausing is tracked per reason (pipelining, buffering, upstream) so one reason ending never
+resumes a read another still needs paused.
+
+Timeouts are deadlines on the connection, checked by the worker's sweep (:meth:`on_deadline`):
+waiting for the first byte or for an idle keep-alive request (close silently), reading a head
+(408), reading a body (408), or a client that stopped reading its response (close).
+
+Errors: a protocol error answers its status and closes the connection — after the response of an
+earlier request still in flight, never in the middle of it. An upstream failure before the
+response head is a 502/504; after it, the client connection is closed so the truncation shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+import logging
+from collections import deque
+from collections.abc import Awaitable
+
+from fastproxy.http.errors import ProtocolError, error_response
+from fastproxy.http.forward import LAST_CHUNK, chunk, client_address, upstream_request_head
+from fastproxy.http.request import RequestHead, RequestParser
+from fastproxy.policy import Rejection, RequestContext, run_stages
+from fastproxy.routing import Route
+from fastproxy.server.state import INF, WorkerState
+from fastproxy.server.upstream import UpstreamConnection, UpstreamError, UpstreamPool
+
+__all__ = ["ClientConnection", "Exchange"]
+
+log = logging.getLogger("fastproxy.worker")
+
+_WRITE_HIGH_WATER = 256 * 1024
+_BUFFER_HIGH_WATER = 256 * 1024
+
+# Reasons to pause reading from the client.
+_PAUSE_PIPELINE = 1
+_PAUSE_BUFFER = 2
+_PAUSE_UPSTREAM = 4
+_PAUSE_DONE = 8  # nothing more will be read (upgrade, protocol error)
+
+# What the connection's deadline means when it passes.
+_IDLE = 0  # no request under way: close quietly
+_HEAD = 1  # a request head is arriving: 408
+_BODY = 2  # a request body is arriving: 408
+_SEND = 3  # the client does not read its response: close
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Exchange:
+    """One request and its response."""
+
+    __slots__ = (
+        "buffered",
+        "conn",
+        "discard",
+        "head",
+        "keep_alive",
+        "pending_body",
+        "request_done",
+        "request_id",
+        "response_done",
+        "response_started",
+        "retried",
+        "route",
+        "status",
+        "upstream",
+        "upstream_head",
+    )
+
+    def __init__(self, conn: ClientConnection, head: RequestHead) -> None:
+        self.conn = conn
+        self.head = head
+        self.request_id = b""
+        self.route: Route | None = None
+        self.keep_alive = head.keep_alive
+        self.upstream: UpstreamConnection | None = None
+        self.upstream_head = b""
+        # Body chunks read before an upstream connection was attached, or None once attached.
+        self.pending_body: list[bytes] | None = []
+        self.buffered = 0
+        self.request_done = False
+        self.response_started = False
+        self.response_done = False
+        self.discard = False  # the rest of the request body is read and dropped
+        self.retried = False
+        self.status = 0
+
+    def retryable(self) -> bool:
+        return not self.retried and not self.head.has_body and self.head.method in _IDEMPOTENT
+
+
+class ClientConnection(asyncio.Protocol):
+    # -- connection state ---------------------------------------------------------------------
+
+    def __init__(self, state: WorkerState, proto: bytes) -> None:
+        self.state = state
+        self.proto = proto
+        self.transport: asyncio.Transport | None = None
+        self.parser = RequestParser(self, state.limits)
+        self.peer = ""
+        self.peer_bytes = b""
+        self.peer_trusted = False
+        self.deadline = INF
+        self.deadline_kind = _IDLE
+        self.paused = 0
+        self.write_paused = False
+        self.closing = False
+        self.deferred_error: ProtocolError | None = None
+        # -- per-request state
+        self.active: Exchange | None = None  # being answered
+        self.reading: Exchange | None = None  # being read (the same, or a pipelined one)
+        self.queue: deque[Exchange] = deque()  # pipelined, waiting for ``active``
+        # Upstream writes gathered during one data_received, sent at once.
+        self._feeding = False
+        self._out: list[bytes] = []
+        self._out_to: UpstreamConnection | None = None
+
+    # -- protocol interface -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        state = self.state
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else "unix"
+        self.peer_bytes = self.peer.encode()
+        self.peer_trusted = client_address(self.peer, b"x", state.trusted) != self.peer
+        transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+        state.connections.add(self)
+        if len(state.connections) > state.config.server.max_connections:
+            transport.write(error_response(503, state.new_request_id(), close=True, headers=((b"Retry-After", b"1"),)))
+            self._close()
+            return
+        if state.stopping:
+            self._close()
+            return
+        self._set_deadline(_IDLE, state.limits.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.connections.discard(self)
+        self.closing = True
+        for exchange in (self.active, self.reading, *self.queue):
+            if exchange is not None and exchange.upstream is not None:
+                exchange.upstream.abort()
+                exchange.upstream = None
+        self.active = self.reading = None
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.paused & _PAUSE_DONE:
+            return
+        if self.reading is None and not self.parser.in_head:
+            self._set_deadline(_HEAD, self.state.limits.header_timeout)
+        self._feeding = True
+        try:
+            self.parser.feed(data)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+        except Exception:
+            log.exception("error handling a request")
+            self._protocol_error(ProtocolError(500, "internal_error"))
+        finally:
+            self._feeding = False
+            if self._out:
+                self._flush_upstream()
+        if self.parser.upgraded and not self.paused & _PAUSE_DONE:
+            # llhttp stops at an Upgrade/CONNECT request: answer it as plain HTTP, then close.
+            self.closing = True
+            self._pause(_PAUSE_DONE)
+
+    def eof_received(self) -> bool | None:
+        # A client that half-closes after its request still gets the response.
+        return self.active is not None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        exchange = self.active
+        if exchange is not None and exchange.upstream is not None:
+            exchange.upstream.pause_reading()
+        self._set_deadline(_SEND, self.state.limits.body_timeout)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        exchange = self.active
+        if exchange is not None and exchange.upstream is not None:
+            exchange.upstream.resume_reading()
+        if self.deadline_kind == _SEND:
+            self.deadline = INF
+
+    # -- parser callbacks (RequestHandler) ----------------------------------------------------
+
+    def on_request(self, head: RequestHead) -> None:
+        exchange = Exchange(self, head)
+        self.reading = exchange
+        if head.has_body:
+            self._set_deadline(_BODY, self.state.limits.body_timeout)
+        else:
+            self.deadline = INF
+        if self.active is None:
+            self.active = exchange
+            self._begin(exchange)
+        else:
+            self.queue.append(exchange)
+            self._pause(_PAUSE_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.reading
+        assert exchange is not None
+        self.deadline = self.state.loop.time() + self.state.limits.body_timeout
+        if exchange.discard:
+            return
+        if exchange.upstream is not None:
+            self._send_upstream(exchange.upstream, chunk(body) if exchange.head.chunked else body)
+            return
+        pending = exchange.pending_body
+        assert pending is not None
+        pending.append(body)
+        exchange.buffered += len(body)
+        if exchange.buffered > _BUFFER_HIGH_WATER:
+            self._pause(_PAUSE_BUFFER)
+
+    def on_request_end(self) -> None:
+        exchange = self.reading
+        assert exchange is not None
+        self.reading = None
+        self.deadline = INF
+        exchange.request_done = True
+        if exchange.upstream is not None and not exchange.discard and exchange.head.chunked:
+            self._send_upstream(exchange.upstream, LAST_CHUNK)
+        if exchange.response_done:
+            self._finish(exchange)
+
+    # -- the exchange -------------------------------------------------------------------------
+
+    def _begin(self, exchange: Exchange) -> None:
+        state = self.state
+        head = exchange.head
+        exchange.request_id = head.request_id or state.new_request_id()
+        route = state.router.match(head.method, head.path)
+        if route is None:
+            self._reject(exchange, 404, "no_route")
+            return
+        exchange.route = route
+        extra: list[tuple[bytes, bytes]] = []
+        if route.stages:
+            ctx = RequestContext(head, self._client_ip(head), exchange.request_id)
+            decision = run_stages(route.stages, ctx, route.shadow)
+            if decision is not None:
+                if isinstance(decision, Rejection):
+                    self._reject(exchange, decision.status, decision.reason, decision.headers)
+                else:
+                    state.loop.create_task(self._decide_later(exchange, ctx, decision))
+                return
+            extra = ctx.upstream_headers
+        self._forward(exchange, route, extra)
+
+    async def _decide_later(
+        self, exchange: Exchange, ctx: RequestContext, pending: Awaitable[Rejection | None]
+    ) -> None:
+        try:
+            decision = await pending
+        except Exception:
+            log.exception("policy stage failed")
+            decision = Rejection(500, "internal_error")
+        if exchange is not self.active or self.closing:
+            return
+        if decision is not None:
+            self._reject(exchange, decision.status, decision.reason, decision.headers)
+            return
+        assert exchange.route is not None
+        self._forward(exchange, exchange.route, ctx.upstream_headers)
+
+    def _client_ip(self, head: RequestHead) -> str:
+        if not self.peer_trusted:
+            return self.peer
+        return client_address(self.peer, head.forwarded_for, self.state.trusted)
+
+    def _forward(self, exchange: Exchange, route: Route, extra: list[tuple[bytes, bytes]]) -> None:
+        exchange.upstream_head = upstream_request_head(
+            exchange.head, self.peer_bytes, self.peer_trusted, self.proto, exchange.request_id, extra
+        )
+        if exchange.head.expect_continue and not exchange.request_done:
+            self.write_response(_CONTINUE)
+        pool = self.state.pools[route.upstream.name]
+        upstream = pool.acquire()
+        if upstream is not None:
+            self._attach(exchange, upstream)
+        else:
+            self.state.loop.create_task(self._connect(exchange, pool))
+
+    async def _connect(self, exchange: Exchange, pool: UpstreamPool) -> None:
+        try:
+            upstream = await pool.connect()
+        except UpstreamError as exc:
+            if exchange is self.active and not self.closing:
+                self.upstream_failed(exchange, exc.status, exc.reason)
+            return
+        if exchange is not self.active or self.closing:
+            pool.release(upstream)
+            return
+        self._attach(exchange, upstream)
+
+    def _attach(self, exchange: Exchange, upstream: UpstreamConnection) -> None:
+        exchange.upstream = upstream
+        upstream.bind(exchange)
+        pending = exchange.pending_body
+        exchange.pending_body = None
+        if pending:
+            if exchange.head.chunked:
+                pending = [chunk(b) for b in pending]
+            data = b"".join([exchange.upstream_head, *pending])
+        else:
+            data = exchange.upstream_head
+        if exchange.request_done and exchange.head.chunked:
+            data += LAST_CHUNK
+        self._send_upstream(upstream, data)
+        if self.paused & _PAUSE_BUFFER:
+            self._resume(_PAUSE_BUFFER)
+        if self.write_paused:
+            upstream.pause_reading()
+
+    def retry(self, exchange: Exchange) -> None:
+        """The reused connection was closed under the request before any answer: once more."""
+        exchange.retried = True
+        exchange.upstream = None
+        exchange.pending_body = []
+        assert exchange.route is not None
+        pool = self.state.pools[exchange.route.upstream.name]
+        self.state.loop.create_task(self._connect(exchange, pool))
+
+    # -- answers, called by the upstream side too --------------------------------------------
+
+    def write_response(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def response_end(self, exchange: Exchange) -> None:
+        exchange.upstream = None
+        exchange.response_done = True
+        if self.paused & _PAUSE_UPSTREAM:
+            self._resume(_PAUSE_UPSTREAM)
+        if exchange.request_done:
+            self._finish(exchange)
+        else:
+            # The upstream answered before the whole body arrived: read the rest and drop it.
+            exchange.discard = True
+
+    def upstream_failed(self, exchange: Exchange, status: int, reason: str) -> None:
+        exchange.upstream = None
+        if exchange.response_started:
+            self.abort(exchange, reason)
+        else:
+            self._reject(exchange, status, reason)
+
+    def abort(self, exchange: Exchange, reason: str) -> None:
+        """The response cannot be completed: close, so the client sees it was cut short."""
+        log.warning("request %s: response cut short: %s", exchange.request_id.decode(), reason)
+        exchange.upstream = None
+        self._close(abort=True)
+
+    def pause_for_upstream(self) -> None:
+        self._pause(_PAUSE_UPSTREAM)
+
+    def resume_for_upstream(self) -> None:
+        self._resume(_PAUSE_UPSTREAM)
+
+    def _reject(
+        self, exchange: Exchange, status: int, reason: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
+        # A body still to come is read and dropped, unless the client is waiting for 100-continue
+        # (it may never send it) or the answer ends the connection anyway.
+        close = self.closing or (exchange.head.expect_continue and not exchange.request_done)
+        if close:
+            exchange.keep_alive = False
+        log.debug("request %s: %d %s", exchange.request_id.decode(), status, reason)
+        self.write_response(
+            error_response(
+                status,
+                exchange.request_id,
+                close=not exchange.keep_alive,
+                headers=headers,
+                head_only=exchange.head.method == "HEAD",
+            )
+        )
+        exchange.status = status
+        exchange.response_started = True
+        self.response_end(exchange)
+        if close and exchange is self.active:
+            self._close()
+
+    def _finish(self, exchange: Exchange) -> None:
+        self.active = None
+        if not exchange.keep_alive or self.closing:
+            if self.deferred_error is not None:
+                self._answer_error(self.deferred_error)
+            self._close()
+            return
+        if self.queue:
+            nxt = self.queue.popleft()
+            self.active = nxt
+            if not self.queue:
+                self._resume(_PAUSE_PIPELINE)
+            self._begin(nxt)
+            return
+        if self.state.stopping:
+            self._close()
+            return
+        self._set_deadline(_IDLE, self.state.limits.keepalive_timeout)
+
+    # -- errors and timeouts ------------------------------------------------------------------
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        log.debug("protocol error from %s: %d %s (%s)", self.peer, exc.status, exc.reason, exc.detail)
+        self._pause(_PAUSE_DONE)
+        self.closing = True
+        reading = self.reading
+        if reading is not None and reading.upstream is not None:
+            # The request being streamed upstream is cut: that connection is unusable.
+            reading.upstream.abort()
+            reading.upstream = None
+        active = self.active
+        if active is not None and active is not reading and not active.response_done:
+            # An earlier request is still being answered; the error goes after its response.
+            self.deferred_error = exc
+            return
+        if reading is not None and reading.response_started:
+            self._close(abort=True)
+            return
+        self._answer_error(exc)
+        self._close()
+
+    def _answer_error(self, exc: ProtocolError) -> None:
+        request_id = self.reading.request_id if self.reading and self.reading.request_id else None
+        self.write_response(error_response(exc.status, request_id or self.state.new_request_id(), close=True))
+
+    def on_deadline(self, now: float) -> None:
+        kind = self.deadline_kind
+        self.deadline = INF
+        if kind == _IDLE or kind == _SEND:
+            self._close(abort=kind == _SEND)
+        else:
+            self._protocol_error(ProtocolError(408, "timeout", "request head or body too slow"))
+
+    # -- flow control and plumbing ------------------------------------------------------------
+
+    def _set_deadline(self, kind: int, seconds: float) -> None:
+        self.deadline_kind = kind
+        self.deadline = self.state.loop.time() + seconds
+
+    def _pause(self, reason: int) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    def _send_upstream(self, upstream: UpstreamConnection, data: bytes) -> None:
+        if not self._feeding:
+            upstream.write(data)
+            return
+        if self._out_to is not upstream and self._out:
+            self._flush_upstream()
+        self._out_to = upstream
+        self._out.append(data)
+
+    def _flush_upstream(self) -> None:
+        upstream = self._out_to
+        out = self._out
+        if upstream is not None and not upstream.closed:
+            upstream.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+        self._out_to = None
+
+    def _close(self, abort: bool = False) -> None:
+        self.closing = True
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if abort:
+                transport.abort()
+            else:
+                transport.close()
+
+    def close_if_idle(self) -> None:
+        """Graceful stop: close now if nothing is under way, otherwise after the current answer."""
+        self.closing = True
+        if self.active is not None:
+            self.active.keep_alive = False
+        elif self.reading is None and not self.parser.in_head:
+            self._close()

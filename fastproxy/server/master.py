@@ -1,0 +1,390 @@
+"""The master: binds the sockets, forks the workers, keeps their number right, never serves.
+
+Theory of operation
+-------------------
+Signal handlers only enqueue the signal number (and the wake-up fd wakes the loop); the master
+loop drains the queue and dispatches to ``handle_<name>`` methods. Each pass of the loop is a short
+list of steps, each safe to repeat: reap dead children, kill workers whose heartbeat is stale,
+start the workers that are missing, retire a generation a reload has replaced.
+
+Workers belong to a *generation*. A reload (HUP) loads and validates the new configuration in the
+master; if it is invalid the old workers keep serving and the master logs why. If it is valid, a
+new generation of workers is forked with it on the same listening sockets (still open in the
+master, so no connection is refused), and only once every new worker reports ready are the old
+ones asked to stop gracefully. New workers that fail to boot abort the reload instead.
+
+A worker that exits before reporting ready counts as a boot failure; two in a row stop the master
+with a non-zero status rather than respawning forever. Other deaths are respawned with an
+exponential backoff that resets once a worker has lived a while.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import select
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastproxy.config import Config, ConfigError
+from fastproxy.net import Address
+from fastproxy.server import sockets
+from fastproxy.server.heartbeat import READY, HeartbeatTable
+from fastproxy.server.worker import WORKER_BOOT_ERROR, Worker
+
+__all__ = ["HALT_BOOT_FAILURE", "Master"]
+
+log = logging.getLogger("fastproxy.master")
+
+# Exit status of the master when workers cannot boot.
+HALT_BOOT_FAILURE = 3
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
+_HEARTBEAT_SLOTS = 1024
+_BACKOFF_MIN = 0.1
+_BACKOFF_MAX = 5.0
+_STABLE_AFTER = 10.0  # seconds a worker must live before its crash no longer adds backoff
+
+
+@dataclass
+class WorkerRecord:
+    pid: int
+    slot: int
+    generation: int
+    started: float
+    ready: bool = False
+    stopping: bool = False
+    killed: bool = False
+
+
+class Master:
+    def __init__(self, config: Config, reload_config: Callable[[], Config]) -> None:
+        self.config = config
+        self.reload_config = reload_config
+        self.pid = 0
+        self.generation = 0
+        self.workers: dict[int, WorkerRecord] = {}
+        self.listeners: dict[Address, socket.socket] = {}
+        self.heartbeats: HeartbeatTable | None = None
+        self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.exit_status = 0
+        self.boot_failures = 0
+        self.crashes = 0
+        self.next_spawn = 0.0
+        self.reload_pending: Config | None = None
+        self._wakeup_r = -1
+
+    # -- life -----------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.pid = os.getpid()
+        try:
+            self._bind(self.config)
+        except OSError as exc:
+            log.error("cannot listen: %s", exc)
+            return 1
+        self.heartbeats = HeartbeatTable(_HEARTBEAT_SLOTS)
+        self._install_signals()
+        self._write_pid_file()
+        for warning in self.config.warnings:
+            log.warning("%s", warning)
+        log.info(
+            "listening on %s, %d workers%s",
+            ", ".join(str(a) for a in self.config.listen),
+            self.config.workers,
+            f", admin on {self.config.admin}" if self.config.admin else "",
+        )
+        try:
+            while True:
+                self._reap()
+                if self.stopping:
+                    if not self.workers:
+                        break
+                    if time.monotonic() >= self.stop_deadline:
+                        self._kill_all(signal.SIGKILL)
+                else:
+                    self._kill_stale()
+                    self._spawn_missing()
+                    self._finish_reload()
+                self._wait_for_signals(self._wait_time())
+        finally:
+            self._remove_pid_file()
+            for sock in self.listeners.values():
+                sock.close()
+        log.info("stopped")
+        return self.exit_status
+
+    # -- the loop's steps ----------------------------------------------------------------------
+
+    def _wait_time(self) -> float:
+        """Sleep at most a second; less while workers boot or a respawn is due."""
+        if self.next_spawn > time.monotonic():
+            return max(0.01, min(1.0, self.next_spawn - time.monotonic()))
+        if any(not r.ready for r in self.workers.values()):
+            return 0.05
+        return 1.0
+
+    def _wait_for_signals(self, timeout: float) -> None:
+        try:
+            select.select([self._wakeup_r], [], [], timeout)
+        except InterruptedError:
+            pass
+        try:
+            while os.read(self._wakeup_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                signum = self.signals.get_nowait()
+            except queue.Empty:
+                return
+            handler = getattr(self, f"handle_{signal.Signals(signum).name[3:].lower()}", None)
+            if handler is not None:
+                handler()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            record = self.workers.pop(pid, None)
+            if record is None:
+                continue
+            assert self.heartbeats is not None
+            record.ready = record.ready or self._ready(record)
+            self.heartbeats.reset(record.slot)
+            self._worker_exited(record, os.waitstatus_to_exitcode(status))
+
+    def _worker_exited(self, record: WorkerRecord, code: int) -> None:
+        if record.stopping or self.stopping:
+            log.info("worker %d exited (%d)", record.pid, code)
+            return
+        if not record.ready or code == WORKER_BOOT_ERROR:
+            self.boot_failures += 1
+            log.error("worker %d failed to boot (exit %d)", record.pid, code)
+            if record.generation != self.generation:
+                return
+            if self.reload_pending is not None:
+                self._abort_reload()
+                return
+            if self.boot_failures >= 2:
+                log.error("workers fail to boot twice in a row: stopping")
+                self.exit_status = HALT_BOOT_FAILURE
+                self._begin_stop(signal.SIGTERM, graceful=False)
+            return
+        lived = time.monotonic() - record.started
+        self.crashes = 0 if lived >= _STABLE_AFTER else self.crashes + 1
+        delay = 0.0 if self.crashes == 0 else min(_BACKOFF_MAX, _BACKOFF_MIN * 2 ** (self.crashes - 1))
+        self.next_spawn = time.monotonic() + delay
+        log.warning("worker %d died (%s); respawning in %.1fs", record.pid, _describe(code), delay)
+
+    def _ready(self, record: WorkerRecord) -> bool:
+        assert self.heartbeats is not None
+        pid, state, _ = self.heartbeats.read(record.slot)
+        return pid == record.pid and state == READY
+
+    def _kill_stale(self) -> None:
+        assert self.heartbeats is not None
+        now = time.monotonic()
+        timeout = self.config.server.worker_timeout
+        for record in list(self.workers.values()):
+            pid, state, beat = self.heartbeats.read(record.slot)
+            if not record.ready and pid == record.pid and state == READY:
+                record.ready = True
+                self.boot_failures = 0
+                log.info("worker %d ready", record.pid)
+            last = beat if pid == record.pid else record.started
+            if not record.killed and now - last > timeout:
+                log.error("worker %d sent no heartbeat for %.0fs: killing it", record.pid, now - last)
+                record.killed = True
+                self._signal(record.pid, signal.SIGKILL)
+
+    def _spawn_missing(self) -> None:
+        if time.monotonic() < self.next_spawn:
+            return
+        config = self.reload_pending or self.config
+        current = [r for r in self.workers.values() if r.generation == self.generation and not r.stopping]
+        for _ in range(config.workers - len(current)):
+            self._spawn(config)
+
+    def _finish_reload(self) -> None:
+        pending = self.reload_pending
+        if pending is None:
+            return
+        new = [r for r in self.workers.values() if r.generation == self.generation]
+        if len(new) < pending.workers or not all(r.ready for r in new):
+            return
+        self.config = pending
+        self.reload_pending = None
+        for record in self.workers.values():
+            if record.generation != self.generation:
+                record.stopping = True
+                self._signal(record.pid, signal.SIGTERM)
+        self._close_unused_listeners()
+        log.info("reload complete: generation %d serving", self.generation)
+
+    # -- signal handlers: they only enqueue ------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wakeup_r = read_fd
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        for signum in _SIGNALS:
+            signal.signal(signum, self._enqueue)
+
+    def _enqueue(self, signum: int, frame: object) -> None:
+        self.signals.put_nowait(signum)
+
+    def handle_term(self) -> None:
+        self._begin_stop(signal.SIGTERM, graceful=True)
+
+    def handle_int(self) -> None:
+        self._begin_stop(signal.SIGTERM, graceful=True)
+
+    def handle_quit(self) -> None:
+        self._begin_stop(signal.SIGQUIT, graceful=False)
+
+    def handle_hup(self) -> None:
+        log.info("reloading configuration")
+        try:
+            config = self.reload_config()
+        except ConfigError as exc:
+            for line in exc.errors:
+                log.error("reload refused, keeping the running configuration: %s", line)
+            return
+        try:
+            self._bind(config)
+        except OSError as exc:
+            log.error("reload refused, keeping the running configuration: cannot listen: %s", exc)
+            return
+        if self.reload_pending is not None:
+            self._abort_reload()
+        self.reload_pending = config
+        self.generation += 1
+        self.boot_failures = 0
+        self.next_spawn = 0.0
+        self._spawn_missing()
+
+    def handle_usr1(self) -> None:
+        pass  # reopens the audit file once the audit writer exists
+
+    def handle_chld(self) -> None:
+        pass  # the loop reaps on every pass
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _bind(self, config: Config) -> None:
+        wanted = [*config.listen, *([config.admin] if config.admin else [])]
+        fresh = {}
+        try:
+            for address in wanted:
+                if address not in self.listeners and address not in fresh:
+                    fresh[address] = sockets.bind(address)
+        except OSError as exc:
+            for sock in fresh.values():
+                sock.close()
+            raise OSError(exc.errno, f"{address}: {exc.strerror}") from None
+        self.listeners.update(fresh)
+
+    def _close_unused_listeners(self) -> None:
+        wanted = {*self.config.listen, *([self.config.admin] if self.config.admin else [])}
+        for address in [a for a in self.listeners if a not in wanted]:
+            self.listeners.pop(address).close()
+
+    def _abort_reload(self) -> None:
+        log.error("reload aborted: the new workers do not boot; keeping the running configuration")
+        for record in self.workers.values():
+            if record.generation == self.generation:
+                record.stopping = True
+                self._signal(record.pid, signal.SIGKILL)
+        self.reload_pending = None
+        self.generation += 1
+        # The old generation carries on: re-adopt it as current.
+        for record in self.workers.values():
+            if not record.stopping:
+                record.generation = self.generation
+        self._close_unused_listeners()
+
+    def _spawn(self, config: Config) -> None:
+        assert self.heartbeats is not None
+        used = {r.slot for r in self.workers.values()}
+        slot = next(s for s in range(self.heartbeats.slots) if s not in used)
+        self.heartbeats.reset(slot)
+        listeners = [self.listeners[a] for a in config.listen]
+        admin = self.listeners[config.admin] if config.admin else None
+        worker = Worker(config, listeners, admin, self.heartbeats, slot, self.pid)
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                for sock in self.listeners.values():
+                    if sock not in listeners and sock is not admin:
+                        sock.close()
+                status = worker.run()
+            except BaseException:
+                log.exception("worker crashed")
+            finally:
+                logging.shutdown()
+                os._exit(status)
+        self.workers[pid] = WorkerRecord(pid, slot, self.generation, time.monotonic())
+        log.debug("spawned worker %d (slot %d, generation %d)", pid, slot, self.generation)
+
+    def _begin_stop(self, sig: int, graceful: bool) -> None:
+        if self.stopping and graceful:
+            return
+        self.stopping = True
+        timeout = self.config.server.graceful_timeout if graceful else 2.0
+        self.stop_deadline = time.monotonic() + timeout + 1.0
+        log.info("stopping (%s)", "graceful" if graceful else "immediate")
+        for record in self.workers.values():
+            record.stopping = True
+        self._kill_all(sig)
+
+    def _kill_all(self, sig: int) -> None:
+        for pid in list(self.workers):
+            self._signal(pid, sig)
+
+    def _signal(self, pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except OSError as exc:
+            if exc.errno != errno.ESRCH:
+                raise
+
+    def _write_pid_file(self) -> None:
+        path = self.config.server.pid_file
+        if path:
+            with open(path, "w") as f:
+                f.write(f"{self.pid}\n")
+
+    def _remove_pid_file(self) -> None:
+        path = self.config.server.pid_file
+        if path:
+            try:
+                with open(path) as f:
+                    if f.read().strip() != str(self.pid):
+                        return
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit {code}"
+

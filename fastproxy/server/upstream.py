@@ -1,0 +1,326 @@
+"""Pooled keep-alive connections to the upstreams.
+
+Theory of operation
+-------------------
+Each worker keeps, per named upstream, a LIFO stack of idle HTTP/1.1 connections. A request takes
+the most recently used one (its TCP state is the warmest and the least likely to have been closed
+by the upstream's idle timer) or, when none is idle, opens a new one; when the response is complete
+the connection goes back on the stack unless the stack already holds ``pool_size`` (then it is
+closed, like nginx's ``keepalive N``). Size the pool at least at the expected concurrency per
+worker: every connection closed for lack of room is a TCP handshake on a later request.
+
+An upstream may close an idle connection at any time. The close is seen as ``connection_lost``
+(or an EOF) and removes the connection from the stack, so it is never handed out again. The
+remaining race — the upstream closes just as a request is written — shows as a connection lost
+before any response byte. Such a request is retried once on a new connection when that is safe:
+its method is idempotent and it has no body (nothing of it can have been consumed). Anything else
+is answered 502, never silently replayed.
+
+Responses are parsed with httptools' HttpResponseParser and re-framed for the client (see
+:mod:`fastproxy.http.response`). Writes to the client are gathered for the duration of one
+``data_received`` and written at once, so a small response costs one send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from fastproxy.config.model import Upstream
+from fastproxy.http.forward import LAST_CHUNK
+from fastproxy.http.response import Framing, build_response_head, choose_framing, scan_response_headers
+from fastproxy.server.state import INF, WorkerState
+
+if TYPE_CHECKING:
+    from fastproxy.server.connection import Exchange
+
+__all__ = ["UpstreamConnection", "UpstreamError", "UpstreamPool"]
+
+log = logging.getLogger("fastproxy.upstream")
+
+_WRITE_HIGH_WATER = 256 * 1024
+
+
+class UpstreamError(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class UpstreamPool:
+    __slots__ = ("idle", "open", "state", "upstream")
+
+    def __init__(self, upstream: Upstream, state: WorkerState) -> None:
+        self.upstream = upstream
+        self.state = state
+        self.idle: list[UpstreamConnection] = []
+        self.open = 0
+
+    def acquire(self) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        return None
+
+    async def connect(self) -> UpstreamConnection:
+        upstream = self.upstream
+        loop = self.state.loop
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: UpstreamConnection(self), upstream.address.host, upstream.address.port
+                ),
+                upstream.connect_timeout,
+            )
+        except TimeoutError:
+            raise UpstreamError(504, "upstream_connect_timeout") from None
+        except OSError as exc:
+            log.warning("upstream %s: connect to %s failed: %s", upstream.name, upstream.address, exc)
+            raise UpstreamError(502, "upstream_connect_error") from None
+        return conn
+
+    def release(self, conn: UpstreamConnection) -> None:
+        if len(self.idle) < self.upstream.pool_size and not self.state.stopping:
+            conn.idle_since = self.state.loop.time()
+            self.idle.append(conn)
+        else:
+            conn.close()
+
+    def close_idle(self, now: float) -> None:
+        """Close connections idle for longer than ``idle_timeout`` (the oldest are at the bottom)."""
+        limit = now - self.upstream.idle_timeout
+        idle = self.idle
+        while idle and (idle[0].idle_since <= limit or self.state.stopping):
+            idle.pop(0).close()
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        self.open -= 1
+        if conn in self.idle:
+            self.idle.remove(conn)
+
+
+class UpstreamConnection(asyncio.Protocol):
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.state = pool.state
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.closed = False
+        self.reused = False
+        self.idle_since = 0.0
+        self.deadline = INF
+        self.reading_paused = False
+        self._reset_response()
+
+    def _reset_response(self) -> None:
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.out: list[bytes] = []
+        self.framing = Framing.NONE
+        self.received = False
+        self.interim = False
+        self.started = False
+        self.complete = False
+        self.until_close = False
+        self.junk = False
+
+    # -- used by the client side ----------------------------------------------------------------
+
+    def bind(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        self.deadline = self.state.loop.time() + self.pool.upstream.timeout
+        self.state.busy.add(self)
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+        self.closed = True
+
+    def abort(self) -> None:
+        """Drop the connection mid-exchange (the client went away or failed); never reused."""
+        self.exchange = None
+        self.state.busy.discard(self)
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def on_deadline(self) -> None:
+        exchange = self.exchange
+        self.deadline = INF
+        if exchange is None:
+            return
+        log.warning("upstream %s: no response within %ss", self.pool.upstream.name, self.pool.upstream.timeout)
+        self.abort()
+        exchange.conn.upstream_failed(exchange, 504, "upstream_timeout")
+
+    # -- protocol interface -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+        self.pool.open += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        exchange = self.exchange
+        if exchange is None:
+            return
+        self.exchange = None
+        self.state.busy.discard(self)
+        if self.started:
+            if self.until_close:
+                # The body was delimited by the close: it is complete now.
+                if self.framing == Framing.CHUNKED:
+                    self.out.append(LAST_CHUNK)
+                self._flush(exchange)
+                exchange.conn.response_end(exchange)
+            else:
+                exchange.conn.abort(exchange, "upstream_reset")
+        elif not self.received and self.reused and exchange.retryable():
+            exchange.conn.retry(exchange)
+        else:
+            exchange.conn.upstream_failed(exchange, 502, "upstream_reset")
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too; connection_lost follows
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.conn.pause_for_upstream()
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.conn.resume_for_upstream()
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            # Bytes nobody asked for: the connection's framing is lost.
+            self.close()
+            return
+        self.received = True
+        self.deadline = self.state.loop.time() + self.pool.upstream.timeout
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            log.warning("upstream %s: malformed response: %s", self.pool.upstream.name, exc)
+            self.abort()
+            if self.started:
+                self._flush(exchange)
+                exchange.conn.abort(exchange, "upstream_bad_response")
+            else:
+                exchange.conn.upstream_failed(exchange, 502, "upstream_bad_response")
+            return
+        if self.out:
+            self._flush(exchange)
+        if self.complete:
+            self._done(exchange)
+
+    # -- parser callbacks ---------------------------------------------------------------------------
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:
+            # An interim response (100 Continue, 103 Early Hints): the proxy answered Expect
+            # itself, so it is dropped and the final response follows on the same connection.
+            self.interim = True
+            self.headers = []
+            self.reason = b""
+            return
+        exchange = self.exchange
+        assert exchange is not None
+        head = scan_response_headers(self.headers)
+        framing = choose_framing(status, exchange.head.method, head, exchange.head.version)
+        if framing == Framing.CLOSE:
+            exchange.keep_alive = False
+        self.framing = framing
+        self.until_close = framing != Framing.NONE and head.content_length is None and not head.upstream_chunked
+        self.out.append(
+            build_response_head(status, self.reason, head, framing, exchange.request_id, not exchange.keep_alive)
+        )
+        self.started = True
+        exchange.status = status
+        exchange.response_started = True
+        if framing == Framing.NONE:
+            # llhttp cannot be told a response answers HEAD and would wait for the declared
+            # length; the response is complete here and the parser is replaced in _done.
+            self.complete = True
+
+    def on_body(self, body: bytes) -> None:
+        if self.complete:
+            self.junk = True
+            return
+        if self.framing == Framing.CHUNKED:
+            self.out.append(b"%x\r\n%s\r\n" % (len(body), body))
+        else:
+            self.out.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        if self.complete:
+            return
+        if self.framing == Framing.CHUNKED:
+            self.out.append(LAST_CHUNK)
+        self.complete = True
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _flush(self, exchange: Exchange) -> None:
+        out = self.out
+        exchange.conn.write_response(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+
+    def _done(self, exchange: Exchange) -> None:
+        self.exchange = None
+        self.deadline = INF
+        self.state.busy.discard(self)
+        reusable = (
+            exchange.request_done
+            and not self.junk
+            and not self.until_close
+            and not self.closed
+            and self.parser.should_keep_alive()
+        )
+        if self.framing == Framing.NONE and exchange.head.method == "HEAD":
+            self.parser = httptools.HttpResponseParser(self)
+        self._reset_response()
+        if reusable:
+            self.reused = True
+            self.resume_reading()
+            self.pool.release(self)
+        else:
+            self.close()
+        exchange.conn.response_end(exchange)
+

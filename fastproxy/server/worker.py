@@ -1,0 +1,162 @@
+"""A worker process: one uvloop event loop serving the sockets the master bound.
+
+The constructor only stores what it is given; everything with a side effect (the event loop,
+upstream pools, servers, signal handlers) is made in :meth:`Worker.run`, in the child, after fork.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+
+import uvloop
+
+from fastproxy.config.model import Config
+from fastproxy.server.admin import AdminConnection
+from fastproxy.server.connection import ClientConnection
+from fastproxy.server.heartbeat import BOOTING, READY, STOPPING, HeartbeatTable
+from fastproxy.server.sockets import BACKLOG
+from fastproxy.server.state import WorkerState
+from fastproxy.server.upstream import UpstreamPool
+
+__all__ = ["WORKER_BOOT_ERROR", "Worker"]
+
+log = logging.getLogger("fastproxy.worker")
+
+# Exit status of a worker that could not start; the master stops instead of respawning forever.
+WORKER_BOOT_ERROR = 3
+
+_TICK = 0.25  # seconds between deadline sweeps and heartbeats
+
+
+class Worker:
+    def __init__(
+        self,
+        config: Config,
+        listeners: list[socket.socket],
+        admin: socket.socket | None,
+        heartbeats: HeartbeatTable,
+        slot: int,
+        master_pid: int,
+    ) -> None:
+        self.config = config
+        self.listeners = listeners
+        self.admin = admin
+        self.heartbeats = heartbeats
+        self.slot = slot
+        self.master_pid = master_pid
+        self.pid = 0
+        self.state: WorkerState | None = None
+        self.servers: list[asyncio.Server] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stop_deadline: float | None = None
+
+    def run(self) -> int:
+        """The worker's whole life; returns its exit status."""
+        self.pid = os.getpid()
+        self.heartbeats.beat(self.slot, self.pid, BOOTING)
+        try:
+            loop = self._boot()
+        except Exception:
+            log.exception("worker %d failed to boot", self.pid)
+            return WORKER_BOOT_ERROR
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+        return 0
+
+    def _boot(self) -> asyncio.AbstractEventLoop:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master turns Ctrl-C into TERM
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self.loop = loop
+        state = WorkerState(self.config, loop)
+        self.state = state
+        for name, upstream in self.config.upstreams.items():
+            state.pools[name] = UpstreamPool(upstream, state)
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGQUIT, self._quit)
+        loop.run_until_complete(self._serve(state))
+        self.heartbeats.beat(self.slot, self.pid, READY)
+        loop.call_later(_TICK, self._tick)
+        return loop
+
+    async def _serve(self, state: WorkerState) -> None:
+        loop = state.loop
+        for sock in self.listeners:
+            server = await loop.create_server(
+                lambda: ClientConnection(state, b"http"), sock=sock, backlog=BACKLOG
+            )
+            self.servers.append(server)
+        if self.admin is not None:
+            server = await loop.create_server(
+                lambda: AdminConnection(self._readiness, self._metrics), sock=self.admin, backlog=BACKLOG
+            )
+            self.servers.append(server)
+
+    def _tick(self) -> None:
+        state = self.state
+        loop = self.loop
+        assert state is not None and loop is not None
+        state.sweep()
+        if os.getppid() != self.master_pid and not state.stopping:
+            log.warning("worker %d: master is gone, stopping", self.pid)
+            self.stop()
+        if state.stopping:
+            self.heartbeats.beat(self.slot, self.pid, STOPPING)
+            assert self._stop_deadline is not None
+            if not state.connections or loop.time() >= self._stop_deadline:
+                for conn in list(state.connections):
+                    conn._close(abort=True)
+                loop.stop()
+                return
+        else:
+            self.heartbeats.beat(self.slot, self.pid, READY)
+        loop.call_later(_TICK, self._tick)
+
+    def stop(self) -> None:
+        """Graceful: stop accepting, let answers in progress finish, then exit."""
+        state = self.state
+        loop = self.loop
+        if state is None or loop is None or state.stopping:
+            return
+        state.stopping = True
+        self._stop_deadline = loop.time() + self.config.server.graceful_timeout
+        for server in self.servers:
+            server.close()
+        for conn in list(state.connections):
+            conn.close_if_idle()
+        for pool in state.pools.values():
+            pool.close_idle(loop.time())
+
+    def _quit(self) -> None:
+        sys.stderr.flush()
+        os._exit(0)
+
+    # -- admin endpoints ------------------------------------------------------------------------
+
+    def _readiness(self) -> tuple[bool, dict[str, object]]:
+        ready = self.heartbeats.ready_count()
+        stopping = self.state is not None and self.state.stopping
+        return ready > 0 and not stopping, {"workers_ready": ready, "workers": self.config.workers}
+
+    def _metrics(self) -> bytes:
+        state = self.state
+        connections = len(state.connections) if state is not None else 0
+        return (
+            b"# HELP fastproxy_workers_ready Workers that report ready.\n"
+            b"# TYPE fastproxy_workers_ready gauge\n"
+            b"fastproxy_workers_ready %d\n"
+            b"# HELP fastproxy_worker_connections Client connections open in the worker that answered.\n"
+            b"# TYPE fastproxy_worker_connections gauge\n"
+            b"fastproxy_worker_connections %d\n" % (self.heartbeats.ready_count(), connections)
+        )
