@@ -15,8 +15,7 @@ from bench.targets import ServerTarget, Target
 
 # About 100 bytes, like a small API answer; single quotes would end the nginx string.
 UPSTREAM_BODY = (
-    '{"ok":true,"service":"bench-upstream","items":[1,2,3,4,5],'
-    '"note":"fixed small body for benchmarks"}'
+    '{"ok":true,"service":"bench-upstream","items":[1,2,3,4,5],"note":"fixed small body for benchmarks"}'
 )
 
 _CONF = """\

@@ -75,7 +75,8 @@ class ManagedProcess:
                 # Its own session: a Ctrl-C reaches only the harness, which then stops servers
                 # in order, instead of racing them all.
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 (the harness starts no threads)
+                # preexec_fn is unsafe only with threads, and the harness starts none.
+                preexec_fn=_die_with_parent,
             )
 
     def log_tail(self, lines: int = 20) -> str:
@@ -87,8 +88,7 @@ class ManagedProcess:
     def check_alive(self) -> None:
         if self._proc is not None and self._proc.poll() is not None:
             raise ServerError(
-                f"{self.name} exited with {self._proc.returncode}; log {self.log_path}:\n"
-                f"{self.log_tail()}"
+                f"{self.name} exited with {self._proc.returncode}; log {self.log_path}:\n{self.log_tail()}"
             )
 
     def wait_ready(self, url: str, timeout_s: float = 15.0) -> None:

@@ -24,9 +24,7 @@ _COLUMNS: list[tuple[str, str, str]] = [
 ]
 
 
-def _median(
-    rounds: Sequence[Measurement], figure: Callable[[Measurement], float | None]
-) -> float | None:
+def _median(rounds: Sequence[Measurement], figure: Callable[[Measurement], float | None]) -> float | None:
     values = [v for m in rounds if (v := figure(m)) is not None]
     return statistics.median(values) if values else None
 
@@ -69,9 +67,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
     lines = [
         f"# fastproxy benchmark — {doc['date']}",
         "",
-        f"- machine: {machine['hostname']}, {machine['nproc']} CPUs, {machine['cpu_model']}",
-        "- versions: "
-        + ", ".join(f"{name} {version}" for name, version in versions.items() if version),
+        f"- machine: {machine['hostname']}, {machine['nproc']} CPUs, {machine['cpu_model']}, "
+        f"load average {machine['loadavg_before'][0]} before, {machine['loadavg_after'][0]} after",
+        "- versions: " + ", ".join(f"{name} {version}" for name, version in versions.items() if version),
         f"- upstream: {settings['upstream']}; load: wrk -t1 -c{settings['connections']} "
         f"-d{settings['duration_s']}s --latency, {settings['warmup_s']} s warm-up per target "
         f"per round, {settings['rounds']} interleaved round(s)",

@@ -55,9 +55,7 @@ def _target_list(text: str) -> list[str]:
     names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     unknown = [n for n in names if n not in TARGETS]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown target(s) {unknown}; choose from {','.join(TARGETS)}"
-        )
+        raise argparse.ArgumentTypeError(f"unknown target(s) {unknown}; choose from {','.join(TARGETS)}")
     return names
 
 
@@ -76,9 +74,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=list(TARGETS),
         help=f"comma-separated, from {','.join(TARGETS)}",
     )
-    parser.add_argument(
-        "--out", type=Path, default=REPO_ROOT / "bench" / "results", help="results directory"
-    )
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results", help="results directory")
     return parser.parse_args(argv)
 
 
@@ -170,9 +166,7 @@ def _warnings(
         expected = target.expected_workers()
         found = sorted({len(m.worker_rss_kib) for m in measurements if m.target == name})
         if expected is not None and found != [expected]:
-            notes.append(
-                f"{name}: found {found} worker process(es) after the load, expected {expected}"
-            )
+            notes.append(f"{name}: found {found} worker process(es) after the load, expected {expected}")
     return notes
 
 
@@ -187,7 +181,10 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         raise ServerError("no target left to run")
     upstream: Target = NginxUpstream() if has_nginx else DevserverUpstream()
     targets = {name: TARGETS[name](upstream) for name in names}
+    # Another job loading this shared machine shows up here; it explains an odd round.
+    load_before = os.getloadavg()
     measurements = _run_rounds(args, workdir, upstream, targets)
+    load_after = os.getloadavg()
     summary = report.summarize(measurements, names)
     notes += _warnings(targets, measurements, summary)
     return {
@@ -196,6 +193,8 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "hostname": socket.gethostname(),
             "nproc": len(os.sched_getaffinity(0)),
             "cpu_model": _cpu_model(),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in load_after],
         },
         "versions": {
             "python": platform.python_version(),

@@ -74,9 +74,7 @@ def parse_wrk_output(text: str) -> WrkResult:
         raise WrkError(f"no p50/p99 in wrk output (was --latency passed?):\n{text}")
     socket_errors: dict[str, int] = {}
     if (m := _SOCKET_ERRORS_RE.search(text)) is not None:
-        socket_errors = dict(
-            zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True)
-        )
+        socket_errors = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True))
     non_2xx = _NON_2XX_RE.search(text)
     return WrkResult(
         requests=int(requests.group(1)),
@@ -101,9 +99,7 @@ def wrk_path() -> str:
 
 def wrk_version() -> str:
     # `wrk -v` prints its version line followed by the usage text and exits non-zero.
-    proc = subprocess.run(
-        [wrk_path(), "-v"], capture_output=True, text=True, timeout=10, check=False
-    )
+    proc = subprocess.run([wrk_path(), "-v"], capture_output=True, text=True, timeout=10, check=False)
     first = (proc.stdout or proc.stderr).splitlines()[:1]
     if not first:
         return "unknown"
@@ -122,9 +118,7 @@ def run_wrk(url: str, *, duration_s: int, connections: int, threads: int = 1) ->
     ]
     # wrk stops on its own after duration_s; the margin covers start-up and its 2 s socket timeout.
     try:
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=duration_s + 30, check=False
-        )
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 30, check=False)
     except subprocess.TimeoutExpired as exc:
         raise WrkError(f"wrk did not finish within {duration_s + 30} s: {cmd}") from exc
     if proc.returncode != 0:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import cast
+import contextlib
 import hashlib
+from typing import cast
 
 import httptools
 import orjson
@@ -93,12 +94,22 @@ class DevServer(asyncio.Protocol):
             )
             self._send(200, body, close=not keep_alive, head=head)
         elif len(parts) == 3 and parts[1] == b"bytes" and parts[2].isdigit():
-            self._send(200, pattern(int(parts[2])), close=not keep_alive, head=head, content_type=b"application/octet-stream")
+            self._send(
+                200,
+                pattern(int(parts[2])),
+                close=not keep_alive,
+                head=head,
+                content_type=b"application/octet-stream",
+            )
         elif len(parts) == 3 and parts[1] == b"chunked" and parts[2].isdigit():
             self._send_chunked(pattern(int(parts[2])), close=not keep_alive)
         elif len(parts) == 3 and parts[1] == b"status" and parts[2].isdigit():
             status = int(parts[2])
-            self._send(status, b"" if status in (204, 304) else b'{"status":%d}' % status, close=not keep_alive)
+            self._send(
+                status,
+                b"" if status in (204, 304) else b'{"status":%d}' % status,
+                close=not keep_alive,
+            )
         elif len(parts) == 3 and parts[1] == b"delay" and parts[2].isdigit():
             loop = asyncio.get_running_loop()
             loop.call_later(int(parts[2]) / 1000, self._send, 200, b'{"delayed":true}', not keep_alive)
@@ -120,7 +131,12 @@ class DevServer(asyncio.Protocol):
             self._send(200, _HELLO, close=not keep_alive, head=head)
 
     def _send(
-        self, status: int, body: bytes, close: bool, head: bool = False, content_type: bytes = b"application/json"
+        self,
+        status: int,
+        body: bytes,
+        close: bool,
+        head: bool = False,
+        content_type: bytes = b"application/json",
     ) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
@@ -141,7 +157,9 @@ class DevServer(asyncio.Protocol):
 
     def _send_chunked(self, body: bytes, close: bool) -> None:
         assert self.transport is not None
-        parts = [b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n"]
+        parts = [
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n"
+        ]
         parts.append(b"Connection: close\r\n\r\n" if close else b"\r\n")
         for start in range(0, len(body), 16384):
             piece = body[start : start + 16384]
@@ -168,10 +186,8 @@ def main() -> None:
         async with server:
             await server.serve_forever()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(forever())
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

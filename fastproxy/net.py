@@ -6,7 +6,14 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = ["Address", "Network", "in_networks", "parse_address", "parse_networks", "parse_upstream_url"]
+__all__ = [
+    "Address",
+    "Network",
+    "in_networks",
+    "parse_address",
+    "parse_networks",
+    "parse_upstream_url",
+]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -52,7 +52,15 @@ Decision = Rejection | None | Awaitable["Rejection | None"]
 class RequestContext:
     """What the stages of one request share: the request, the peer, and what they learned."""
 
-    __slots__ = ("auth", "client_ip", "head", "principal", "request_id", "upstream_headers", "would_deny")
+    __slots__ = (
+        "auth",
+        "client_ip",
+        "head",
+        "principal",
+        "request_id",
+        "upstream_headers",
+        "would_deny",
+    )
 
     def __init__(self, head: RequestHead, client_ip: str, request_id: bytes) -> None:
         self.head = head

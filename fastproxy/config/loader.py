@@ -56,7 +56,9 @@ def load_config(
     errors = _Errors(source)
     warnings = []
     if path is not None and upstream_url is not None:
-        raise ConfigError(["--upstream: proxies without a config file; declare [upstreams.*] in the file instead"])
+        raise ConfigError(
+            ["--upstream: proxies without a config file; declare [upstreams.*] in the file instead"]
+        )
     if path is not None:
         try:
             with open(path, "rb") as f:
@@ -191,14 +193,16 @@ def _address(text: str, key: str, errors: _Errors) -> Address | None:
         return None
 
 
-def _compile(
-    file: FileConfig, path: str | None, errors: _Errors, warnings: tuple[str, ...]
-) -> Config | None:
+def _compile(file: FileConfig, path: str | None, errors: _Errors, warnings: tuple[str, ...]) -> Config | None:
     server = file.server
-    listen = tuple(a for i, t in enumerate(server.listen) if (a := _address(t, f"server.listen[{i}]", errors)))
+    listen = tuple(
+        a for i, t in enumerate(server.listen) if (a := _address(t, f"server.listen[{i}]", errors))
+    )
     if not server.listen:
         errors.add("server.listen", "at least one address is needed")
-    admin = None if server.admin_listen == "off" else _address(server.admin_listen, "server.admin_listen", errors)
+    admin = (
+        None if server.admin_listen == "off" else _address(server.admin_listen, "server.admin_listen", errors)
+    )
     try:
         trusted = parse_networks(server.trusted_proxies)
     except ValueError as exc:
@@ -210,14 +214,19 @@ def _compile(
         errors.add("server.tls_cert", "TLS listeners are not available in this release")
 
     upstreams: dict[str, Upstream] = {}
-    for name, settings in file.upstreams.items():
+    for name, upstream_settings in file.upstreams.items():
         try:
-            address = parse_upstream_url(settings.url)
+            address = parse_upstream_url(upstream_settings.url)
         except ValueError as exc:
             errors.add(f"upstreams.{name}.url", str(exc))
             continue
         upstreams[name] = Upstream(
-            name, address, settings.pool_size, settings.connect_timeout, settings.timeout, settings.idle_timeout
+            name,
+            address,
+            upstream_settings.pool_size,
+            upstream_settings.connect_timeout,
+            upstream_settings.timeout,
+            upstream_settings.idle_timeout,
         )
 
     routes = []
@@ -257,7 +266,11 @@ _NOT_YET = ("identity", "roles_any", "scopes_all", "allow_ips", "deny_ips", "rat
 
 
 def _compile_route(
-    index: int, settings: RouteSettings, file: FileConfig, upstreams: Mapping[str, Upstream], errors: _Errors
+    index: int,
+    settings: RouteSettings,
+    file: FileConfig,
+    upstreams: Mapping[str, Upstream],
+    errors: _Errors,
 ) -> Route | None:
     key = f"routes[{index}]"
     ok = True
@@ -310,7 +323,10 @@ def _compile_route(
     if ok:
         for name in _NOT_YET:
             if getattr(settings, name):
-                errors.add(f"{key}.{name}", "not available in this release yet (this route would not be enforced)")
+                errors.add(
+                    f"{key}.{name}",
+                    "not available in this release yet (this route would not be enforced)",
+                )
                 ok = False
     if not ok:
         return None

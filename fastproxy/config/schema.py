@@ -36,11 +36,7 @@ Seconds = Annotated[float, Meta(gt=0)]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
-class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    pass
-
-
-class ServerSettings(_Section):
+class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     listen: Annotated[
         list[str], Meta(description="address to serve on, HOST:PORT (repeatable)", extra=CLI)
     ] = msgspec.field(default_factory=lambda: ["127.0.0.1:8080"])
@@ -48,31 +44,32 @@ class ServerSettings(_Section):
         Annotated[int, Meta(ge=1, le=512)] | None,
         Meta(description="worker processes (default: CPU count)", extra=CLI),
     ] = None
-    admin_listen: Annotated[
-        str, Meta(description='admin listener HOST:PORT, or "off"', extra=CLI)
-    ] = "127.0.0.1:9901"
-    trusted_proxies: Annotated[
-        list[str], Meta(description="CIDRs whose X-Forwarded-For is believed")
-    ] = msgspec.field(default_factory=list)
+    admin_listen: Annotated[str, Meta(description='admin listener HOST:PORT, or "off"', extra=CLI)] = (
+        "127.0.0.1:9901"
+    )
+    trusted_proxies: Annotated[list[str], Meta(description="CIDRs whose X-Forwarded-For is believed")] = (
+        msgspec.field(default_factory=list)
+    )
     graceful_timeout: Annotated[
         Seconds, Meta(description="seconds to finish in-flight requests on stop", extra=CLI)
     ] = 30.0
-    max_connections: Annotated[
-        PositiveInt, Meta(description="client connections per worker", extra=CLI)
-    ] = 10000
+    max_connections: Annotated[PositiveInt, Meta(description="client connections per worker", extra=CLI)] = (
+        10000
+    )
     worker_timeout: Annotated[
-        Seconds, Meta(description="seconds without a heartbeat before a worker is replaced", extra=CLI)
+        Seconds,
+        Meta(description="seconds without a heartbeat before a worker is replaced", extra=CLI),
     ] = 30.0
-    ratelimit_slots: Annotated[
-        PositiveInt, Meta(description="rate-limit table size (slots)", extra=CLI)
-    ] = 1048576
+    ratelimit_slots: Annotated[PositiveInt, Meta(description="rate-limit table size (slots)", extra=CLI)] = (
+        1048576
+    )
     tls_cert: Annotated[str | None, Meta(description="PEM certificate chain", extra=CLI)] = None
     tls_key: Annotated[str | None, Meta(description="PEM private key", extra=CLI)] = None
     log_level: Annotated[LogLevel, Meta(description="log verbosity", extra=CLI)] = "info"
     pid_file: Annotated[str | None, Meta(description="write the master's pid here", extra=CLI)] = None
 
 
-class LimitsSettings(_Section):
+class LimitsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     max_header_bytes: Annotated[
         PositiveInt, Meta(description="request line plus headers, bytes (431)", extra=CLI)
     ] = 32768
@@ -92,7 +89,7 @@ class LimitsSettings(_Section):
     ] = 60.0
 
 
-class UpstreamSettings(_Section):
+class UpstreamSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One ``[upstreams.NAME]``; the ``--upstream-*`` flags set the defaults of all of them."""
 
     url: Annotated[str, Meta(description="http://HOST:PORT of the upstream")]
@@ -101,14 +98,15 @@ class UpstreamSettings(_Section):
     ] = 128
     connect_timeout: Annotated[Seconds, Meta(description="seconds to connect (502)", extra=CLI)] = 5.0
     timeout: Annotated[
-        Seconds, Meta(description="seconds to wait for the response head, or between reads (504)", extra=CLI)
+        Seconds,
+        Meta(description="seconds to wait for the response head, or between reads (504)", extra=CLI),
     ] = 30.0
     idle_timeout: Annotated[
         Seconds, Meta(description="seconds an idle pooled connection is kept", extra=CLI)
     ] = 50.0
 
 
-class JwtIssuer(_Section):
+class JwtIssuer(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     issuer: str
     audience: list[str] = msgspec.field(default_factory=list)
     algorithms: list[str] = msgspec.field(default_factory=lambda: ["RS256"])
@@ -122,23 +120,23 @@ class JwtIssuer(_Section):
     secret_env: str | None = None
 
 
-class ApiKey(_Section):
+class ApiKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     id: str
     sha256: Annotated[str, Meta(pattern="^[0-9a-fA-F]{64}$")]
     roles: list[str] = msgspec.field(default_factory=list)
 
 
-class ApiKeys(_Section):
+class ApiKeys(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     header: str = "x-api-key"
     keys: list[ApiKey] = msgspec.field(default_factory=list)
 
 
-class Identity(_Section):
+class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     jwt: dict[str, JwtIssuer] = msgspec.field(default_factory=dict)
     api_keys: ApiKeys | None = None
 
 
-class RateLimit(_Section):
+class RateLimit(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     key: str
     rate: Annotated[float, Meta(gt=0)]
     per: Annotated[float, Meta(gt=0)] = 1.0
@@ -146,13 +144,13 @@ class RateLimit(_Section):
     on_full: Literal["fail_open", "fail_closed"] = "fail_open"
 
 
-class Mask(_Section):
+class Mask(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     fields: list[str]
     replacement: Any = "***"
     exempt_roles: list[str] = msgspec.field(default_factory=list)
 
 
-class RouteSettings(_Section):
+class RouteSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: str
     path: str
     upstream: str
@@ -170,7 +168,7 @@ class RouteSettings(_Section):
     forward_credentials: bool = False
 
 
-class AuditSettings(_Section):
+class AuditSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     path: Annotated[str | None, Meta(description="audit log file (JSON lines)", extra=CLI)] = None
     batch_max: Annotated[PositiveInt, Meta(description="records per batch to the writer")] = 512
     flush_interval: Annotated[Seconds, Meta(description="seconds before a partial batch is sent")] = 0.05
@@ -178,7 +176,7 @@ class AuditSettings(_Section):
     rotate_bytes: Annotated[PositiveInt, Meta(description="rotate the file at this size")] = 104857600
 
 
-class FileConfig(_Section):
+class FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole TOML file."""
 
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)

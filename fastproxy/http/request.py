@@ -215,17 +215,17 @@ class RequestParser:
     """Feeds raw client bytes to llhttp and a :class:`RequestHandler`; see the module doc."""
 
     __slots__ = (
+        "_began",
         "_body_bytes",
         "_handler",
         "_head_limit",
         "_head_seen",
         "_header_bytes",
         "_headers",
-        "_began",
         "_in_head",
         "_max_body",
-        "_max_headers",
         "_max_header_bytes",
+        "_max_headers",
         "_max_url",
         "_parser",
         "_url",

@@ -4,16 +4,37 @@ The proxy re-serializes framing: the upstream's hop-by-hop headers (and every he
 Connection names) are dropped, and the client gets ``Content-Length`` when the upstream declared
 one, chunked encoding when it did not and the client speaks HTTP/1.1, or a close-delimited body
 for an HTTP/1.0 client.
+
+Theory of operation
+-------------------
+This is the proxy's hottest path, so the head is rewritten as bytes rather than rebuilt field by
+field: llhttp has already validated the head (the caller only hands over one llhttp accepted), so
+every header line is ``\\n<name>:<value>\\r``. One regular-expression scan of the lower-cased
+header block finds the lines to cut (hop-by-hop headers, the framing the proxy re-serializes,
+the upstream's X-Request-Id) and the untouched lines in between are copied as they are. Only a
+Connection header that names other headers takes the slow, line-by-line path.
 """
 
 from __future__ import annotations
 
-from fastproxy.http.request import HOP_BY_HOP
+import re
 
-__all__ = ["Framing", "ResponseHead", "build_response_head", "no_body_status", "scan_response_headers"]
+__all__ = [
+    "Framing",
+    "ResponseHead",
+    "build_response_head",
+    "choose_framing",
+    "no_body_status",
+    "parse_response_head",
+]
 
-# The proxy sets these itself on the way back.
-_DROPPED = HOP_BY_HOP | {b"content-length", b"x-request-id"}
+_CUT = re.compile(
+    rb"\n(connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
+    rb"|proxy-authorization|content-length|x-request-id)[ \t]*:"
+)
+# Headers other than Content-Length and Connection that are cut; rare in responses.
+_RARE = re.compile(rb"\n(?:keep-alive|proxy-|te|trailer|transfer-encoding|upgrade|x-request-id)[ \t]*:")
+_NOT_NAMED = frozenset({b"close", b"keep-alive", b""})
 
 
 class Framing:
@@ -26,64 +47,93 @@ class Framing:
 
 
 class ResponseHead:
-    __slots__ = ("content_length", "headers", "upstream_chunked")
+    __slots__ = ("content_length", "fields", "status_line", "upstream_chunked")
 
-    def __init__(self, headers: list[tuple[bytes, bytes]], content_length: int | None, chunked: bool) -> None:
-        self.headers = headers
+    def __init__(self, status_line: bytes, fields: bytes, content_length: int | None, chunked: bool) -> None:
+        self.status_line = status_line  # "HTTP/1.1 200 OK\r\n"
+        self.fields = fields  # the end-to-end header lines, each ending in CRLF
         self.content_length = content_length
         self.upstream_chunked = chunked
+
+    def get(self, name: bytes) -> bytes | None:
+        """The first value of header ``name`` (given in lower case), or None."""
+        fields = b"\n" + self.fields
+        start = fields.lower().find(b"\n" + name + b":")
+        if start == -1:
+            return None
+        start += len(name) + 2
+        return fields[start : fields.index(b"\r", start)].strip()
 
 
 def no_body_status(status: int, method: str) -> bool:
     return method == "HEAD" or status == 204 or status == 304 or status < 200
 
 
-def scan_response_headers(raw: list[tuple[bytes, bytes]]) -> ResponseHead:
-    """The end-to-end headers of an upstream response, and its declared length."""
-    headers: list[tuple[bytes, bytes]] = []
+def parse_response_head(raw: bytes) -> ResponseHead:
+    """Split a complete head (status line to the blank line) that llhttp accepted."""
+    first = raw.find(b"\r\n") + 2
+    # The client always talks to an HTTP/1.1 proxy, whatever version the upstream spoke.
+    status_line = b"HTTP/1.1" + raw[8:first]
+    block = raw[first - 1 : -2]  # "\n" + header lines, so every line starts after a "\n"
+    low = block.lower()
+    if _RARE.search(low) is None:
+        # The common case: at most Content-Length and a plain Connection header to cut.
+        content_length: int | None = None
+        cuts = []
+        at = low.find(b"\ncontent-length:")
+        if at != -1:
+            end = low.index(b"\r", at)
+            content_length = int(block[at + 16 : end])
+            cuts.append((at + 1, end + 2))
+        at = low.find(b"\nconnection:")
+        if at != -1:
+            end = low.index(b"\r", at)
+            if low[at + 12 : end].strip() not in _NOT_NAMED:
+                return _parse_slow(status_line, block, low)
+            cuts.append((at + 1, end + 2))
+        if not cuts:
+            return ResponseHead(status_line, block[1:], None, False)
+        if len(cuts) == 2 and cuts[0][0] > cuts[1][0]:
+            cuts.reverse()
+        pieces = []
+        pos = 1
+        for start, stop in cuts:
+            pieces.append(block[pos:start])
+            pos = stop
+        pieces.append(block[pos:])
+        return ResponseHead(status_line, b"".join(pieces), content_length, False)
+    return _parse_slow(status_line, block, low)
+
+
+def _parse_slow(status_line: bytes, block: bytes, low: bytes) -> ResponseHead:
     content_length: int | None = None
     chunked = False
     named: set[bytes] | None = None
-    for name, value in raw:
-        lname = name.lower()
-        if lname not in _DROPPED:
-            headers.append((name, value))
-        elif lname == b"content-length":
-            content_length = int(value.strip())
-        elif lname == b"transfer-encoding":
-            chunked = True
-        elif lname == b"connection":
-            tokens = {t.strip().lower() for t in value.split(b",")} - {b"close", b"keep-alive", b""}
+    pieces = []
+    pos = 1
+    for match in _CUT.finditer(low):
+        start = match.start() + 1
+        end = low.index(b"\r", start)
+        name = match.group(1)
+        if name == b"content-length":
+            content_length = int(block[match.end() : end])
+        elif name == b"transfer-encoding":
+            chunked = low[match.end() : end].rstrip().endswith(b"chunked")
+        elif name == b"connection":
+            tokens = {t.strip() for t in low[match.end() : end].split(b",")} - _NOT_NAMED
             if tokens:
                 named = tokens if named is None else named | tokens
+        pieces.append(block[pos:start])
+        pos = end + 2
+    pieces.append(block[pos:])
+    fields = b"".join(pieces)
     if named:
-        headers = [(n, v) for n, v in headers if n.lower() not in named]
-    return ResponseHead(headers, content_length, chunked)
-
-
-def build_response_head(
-    status: int,
-    reason: bytes,
-    head: ResponseHead,
-    framing: int,
-    request_id: bytes,
-    close: bool,
-) -> bytes:
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-    for name, value in head.headers:
-        parts.append(name + b": " + value + b"\r\n")
-    parts.append(b"X-Request-Id: " + request_id + b"\r\n")
-    if framing == Framing.LENGTH:
-        parts.append(b"Content-Length: %d\r\n" % head.content_length)
-    elif framing == Framing.CHUNKED:
-        parts.append(b"Transfer-Encoding: chunked\r\n")
-    elif framing == Framing.NONE and head.content_length is not None:
-        # A HEAD response keeps the length the GET would have had.
-        parts.append(b"Content-Length: %d\r\n" % head.content_length)
-    if close:
-        parts.append(b"Connection: close\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+        fields = b"".join(
+            line + b"\r\n"
+            for line in fields.split(b"\r\n")
+            if line and line.split(b":", 1)[0].strip().lower() not in named
+        )
+    return ResponseHead(status_line, fields, content_length, chunked)
 
 
 def choose_framing(status: int, method: str, head: ResponseHead, client_version: str) -> int:
@@ -94,3 +144,30 @@ def choose_framing(status: int, method: str, head: ResponseHead, client_version:
     if client_version == "1.1":
         return Framing.CHUNKED
     return Framing.CLOSE
+
+
+def build_response_head(
+    status: int,
+    head: ResponseHead,
+    framing: int,
+    request_id: bytes,
+    close: bool,
+) -> bytes:
+    if framing == Framing.CHUNKED:
+        framing_line = b"Transfer-Encoding: chunked\r\n"
+    elif framing != Framing.CLOSE and head.content_length is not None and status != 204:
+        # A LENGTH body, or a HEAD (or 304) answer keeping the length the full response has.
+        framing_line = b"Content-Length: %d\r\n" % head.content_length
+    else:
+        framing_line = b""
+    return b"".join(
+        (
+            head.status_line,
+            head.fields,
+            b"X-Request-Id: ",
+            request_id,
+            b"\r\n",
+            framing_line,
+            b"Connection: close\r\n\r\n" if close else b"\r\n",
+        )
+    )

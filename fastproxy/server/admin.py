@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from typing import cast
 from collections.abc import Callable
+from typing import cast
 
 import httptools
 import orjson
 
 __all__ = ["AdminConnection"]
 
-_PHRASES = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed", 503: b"Service Unavailable"}
+_PHRASES = {
+    200: b"OK",
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    503: b"Service Unavailable",
+}
 
 
 class AdminConnection(asyncio.Protocol):
@@ -57,7 +63,12 @@ class AdminConnection(asyncio.Protocol):
             self._respond(200, b"application/json", b'{"status":"ok"}', close)
         elif path == b"/readyz":
             ready, detail = self._readiness()
-            self._respond(200 if ready else 503, b"application/json", orjson.dumps({"ready": ready, **detail}), close)
+            self._respond(
+                200 if ready else 503,
+                b"application/json",
+                orjson.dumps({"ready": ready, **detail}),
+                close,
+            )
         elif path == b"/metrics":
             self._respond(200, b"text/plain; version=0.0.4", self._metrics(), close)
         else:

@@ -26,10 +26,10 @@ response head is a 502/504; after it, the client connection is closed so the tru
 from __future__ import annotations
 
 import asyncio
-from typing import cast
 import logging
 from collections import deque
 from collections.abc import Awaitable
+from typing import cast
 
 from fastproxy.http.errors import ProtocolError, error_response
 from fastproxy.http.forward import LAST_CHUNK, chunk, client_address, upstream_request_head
@@ -145,7 +145,9 @@ class ClientConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
         state.connections.add(self)
         if len(state.connections) > state.config.server.max_connections:
-            transport.write(error_response(503, state.new_request_id(), close=True, headers=((b"Retry-After", b"1"),)))
+            transport.write(
+                error_response(503, state.new_request_id(), close=True, headers=((b"Retry-After", b"1"),))
+            )
             self._close()
             return
         if state.stopping:
@@ -166,8 +168,6 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.paused & _PAUSE_DONE:
             return
-        if self.reading is None and not self.parser.in_head:
-            self._set_deadline(_HEAD, self.state.limits.header_timeout)
         self._feeding = True
         try:
             self.parser.feed(data)
@@ -180,6 +180,9 @@ class ClientConnection(asyncio.Protocol):
             self._feeding = False
             if self._out:
                 self._flush_upstream()
+        if self.parser.in_head and self.deadline_kind != _HEAD:
+            # Part of a head arrived: the rest has header_timeout from now.
+            self._set_deadline(_HEAD, self.state.limits.header_timeout)
         if self.parser.upgraded and not self.paused & _PAUSE_DONE:
             # llhttp stops at an Upgrade/CONNECT request: answer it as plain HTTP, then close.
             self.closing = True
@@ -212,6 +215,7 @@ class ClientConnection(asyncio.Protocol):
         if head.has_body:
             self._set_deadline(_BODY, self.state.limits.body_timeout)
         else:
+            self.deadline_kind = _IDLE
             self.deadline = INF
         if self.active is None:
             self.active = exchange
@@ -223,7 +227,7 @@ class ClientConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         exchange = self.reading
         assert exchange is not None
-        self.deadline = self.state.loop.time() + self.state.limits.body_timeout
+        self.deadline = self.state.now + self.state.limits.body_timeout
         if exchange.discard:
             return
         if exchange.upstream is not None:
@@ -294,7 +298,12 @@ class ClientConnection(asyncio.Protocol):
 
     def _forward(self, exchange: Exchange, route: Route, extra: list[tuple[bytes, bytes]]) -> None:
         exchange.upstream_head = upstream_request_head(
-            exchange.head, self.peer_bytes, self.peer_trusted, self.proto, exchange.request_id, extra
+            exchange.head,
+            self.peer_bytes,
+            self.peer_trusted,
+            self.proto,
+            exchange.request_id,
+            extra,
         )
         if exchange.head.expect_continue and not exchange.request_done:
             self.write_response(_CONTINUE)
@@ -382,7 +391,11 @@ class ClientConnection(asyncio.Protocol):
         self._resume(_PAUSE_UPSTREAM)
 
     def _reject(
-        self, exchange: Exchange, status: int, reason: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+        self,
+        exchange: Exchange,
+        status: int,
+        reason: str,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
         # A body still to come is read and dropped, unless the client is waiting for 100-continue
         # (it may never send it) or the answer ends the connection anyway.
@@ -450,10 +463,10 @@ class ClientConnection(asyncio.Protocol):
         request_id = self.reading.request_id if self.reading and self.reading.request_id else None
         self.write_response(error_response(exc.status, request_id or self.state.new_request_id(), close=True))
 
-    def on_deadline(self, now: float) -> None:
+    def on_deadline(self) -> None:
         kind = self.deadline_kind
         self.deadline = INF
-        if kind == _IDLE or kind == _SEND:
+        if kind in (_IDLE, _SEND):
             self._close(abort=kind == _SEND)
         else:
             self._protocol_error(ProtocolError(408, "timeout", "request head or body too slow"))
@@ -462,7 +475,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _set_deadline(self, kind: int, seconds: float) -> None:
         self.deadline_kind = kind
-        self.deadline = self.state.loop.time() + seconds
+        self.deadline = self.state.now + seconds
 
     def _pause(self, reason: int) -> None:
         if not self.paused and self.transport is not None:

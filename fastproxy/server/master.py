@@ -20,6 +20,7 @@ exponential backoff that resets once a worker has lived a while.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -44,7 +45,14 @@ log = logging.getLogger("fastproxy.master")
 # Exit status of the master when workers cannot boot.
 HALT_BOOT_FAILURE = 3
 
-_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
+_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGUSR1,
+    signal.SIGCHLD,
+)
 _HEARTBEAT_SLOTS = 1024
 _BACKOFF_MIN = 0.1
 _BACKOFF_MAX = 5.0
@@ -132,10 +140,8 @@ class Master:
         return 1.0
 
     def _wait_for_signals(self, timeout: float) -> None:
-        try:
+        with contextlib.suppress(InterruptedError):
             select.select([self._wakeup_r], [], [], timeout)
-        except InterruptedError:
-            pass
         try:
             while os.read(self._wakeup_r, 512):
                 pass
@@ -387,4 +393,3 @@ def _describe(code: int) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"exit {code}"
-

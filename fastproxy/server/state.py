@@ -12,7 +12,7 @@ from fastproxy.routing import Router
 
 if TYPE_CHECKING:
     from fastproxy.server.connection import ClientConnection
-    from fastproxy.server.upstream import UpstreamConnection, UpstreamPool
+    from fastproxy.server.upstream import UpstreamPool
 
 __all__ = ["INF", "WorkerState"]
 
@@ -30,8 +30,9 @@ class WorkerState:
         self.trusted = config.trusted_proxies
         self.pools: dict[str, UpstreamPool] = {}
         self.connections: set[ClientConnection] = set()
-        # Upstream connections with a request in flight: swept for the response timeout.
-        self.busy: set[UpstreamConnection] = set()
+        # The loop's clock as of the last sweep. Deadlines on the hot path use it instead of
+        # reading the clock per request; they are checked by the sweep at the same resolution.
+        self.now = loop.time()
         self.stopping = False
         # Request ids: a random per-process prefix and a counter, unique without a syscall each.
         self._id_prefix = os.urandom(6).hex().encode()
@@ -42,11 +43,20 @@ class WorkerState:
         return b"%s-%x" % (self._id_prefix, self._id_counter)
 
     def sweep(self) -> None:
-        """Fire the deadlines that have passed: one pass, instead of a timer per request."""
-        now = self.loop.time()
-        for conn in [c for c in self.connections if c.deadline <= now]:
-            conn.on_deadline(now)
-        for upstream in [u for u in self.busy if u.deadline <= now]:
-            upstream.on_deadline()
+        """Fire the deadlines that have passed: one pass, instead of a timer per request.
+
+        A client connection's deadline covers the client (idle, slow head or body, not reading);
+        the upstream connection of its active exchange has its own (the response timeout).
+        """
+        now = self.now = self.loop.time()
+        expired = []
+        for conn in self.connections:
+            if conn.deadline <= now:
+                expired.append(conn)
+            active = conn.active
+            if active is not None and active.upstream is not None and active.upstream.deadline <= now:
+                expired.append(active.upstream)
+        for item in expired:
+            item.on_deadline()
         for pool in self.pools.values():
             pool.close_idle(now)

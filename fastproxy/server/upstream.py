@@ -31,7 +31,12 @@ import httptools
 
 from fastproxy.config.model import Upstream
 from fastproxy.http.forward import LAST_CHUNK
-from fastproxy.http.response import Framing, build_response_head, choose_framing, scan_response_headers
+from fastproxy.http.response import (
+    Framing,
+    build_response_head,
+    choose_framing,
+    parse_response_head,
+)
 from fastproxy.server.state import INF, WorkerState
 
 if TYPE_CHECKING:
@@ -42,6 +47,7 @@ __all__ = ["UpstreamConnection", "UpstreamError", "UpstreamPool"]
 log = logging.getLogger("fastproxy.upstream")
 
 _WRITE_HIGH_WATER = 256 * 1024
+_MAX_HEAD = 65536  # bytes of response head accepted from an upstream
 
 
 class UpstreamError(Exception):
@@ -87,7 +93,7 @@ class UpstreamPool:
 
     def release(self, conn: UpstreamConnection) -> None:
         if len(self.idle) < self.upstream.pool_size and not self.state.stopping:
-            conn.idle_since = self.state.loop.time()
+            conn.idle_since = self.state.now
             self.idle.append(conn)
         else:
             conn.close()
@@ -120,8 +126,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._reset_response()
 
     def _reset_response(self) -> None:
-        self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_buf = b""  # the response head so far (see on_headers_complete)
         self.out: list[bytes] = []
         self.framing = Framing.NONE
         self.received = False
@@ -130,13 +135,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.complete = False
         self.until_close = False
         self.junk = False
+        # llhttp forgets keep-alive once on_message_complete returns: remember it there.
+        self.keep_alive = False
 
     # -- used by the client side ----------------------------------------------------------------
 
     def bind(self, exchange: Exchange) -> None:
         self.exchange = exchange
-        self.deadline = self.state.loop.time() + self.pool.upstream.timeout
-        self.state.busy.add(self)
+        self.deadline = self.state.now + self.pool.upstream.timeout
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
@@ -150,7 +156,6 @@ class UpstreamConnection(asyncio.Protocol):
     def abort(self) -> None:
         """Drop the connection mid-exchange (the client went away or failed); never reused."""
         self.exchange = None
-        self.state.busy.discard(self)
         if self.transport is not None and not self.closed:
             self.transport.abort()
         self.closed = True
@@ -170,7 +175,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = INF
         if exchange is None:
             return
-        log.warning("upstream %s: no response within %ss", self.pool.upstream.name, self.pool.upstream.timeout)
+        log.warning(
+            "upstream %s: no response within %ss",
+            self.pool.upstream.name,
+            self.pool.upstream.timeout,
+        )
         self.abort()
         exchange.conn.upstream_failed(exchange, 504, "upstream_timeout")
 
@@ -190,7 +199,6 @@ class UpstreamConnection(asyncio.Protocol):
         if exchange is None:
             return
         self.exchange = None
-        self.state.busy.discard(self)
         if self.started:
             if self.until_close:
                 # The body was delimited by the close: it is complete now.
@@ -223,7 +231,15 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.received = True
-        self.deadline = self.state.loop.time() + self.pool.upstream.timeout
+        self.deadline = self.state.now + self.pool.upstream.timeout
+        if not self.started:
+            # The head is rewritten from its bytes, not from per-header callbacks (the hot path).
+            self.head_buf = self.head_buf + data if self.head_buf else data
+            if len(self.head_buf) > _MAX_HEAD and self.head_buf.find(b"\r\n\r\n") == -1:
+                log.warning("upstream %s: response head too large", self.pool.upstream.name)
+                self.abort()
+                exchange.conn.upstream_failed(exchange, 502, "upstream_bad_response")
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -242,36 +258,35 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- parser callbacks ---------------------------------------------------------------------------
 
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
     def on_headers_complete(self) -> None:
+        buf = self.head_buf
+        end = buf.index(b"\r\n\r\n") + 4
+        self.head_buf = buf[end:]  # an interim response may be followed by the final head
         status = self.parser.get_status_code()
         if status < 200:
             # An interim response (100 Continue, 103 Early Hints): the proxy answered Expect
             # itself, so it is dropped and the final response follows on the same connection.
             self.interim = True
-            self.headers = []
-            self.reason = b""
             return
         exchange = self.exchange
         assert exchange is not None
-        head = scan_response_headers(self.headers)
+        head = parse_response_head(buf[:end])
+        self.head_buf = b""
         framing = choose_framing(status, exchange.head.method, head, exchange.head.version)
         if framing == Framing.CLOSE:
             exchange.keep_alive = False
         self.framing = framing
-        self.until_close = framing != Framing.NONE and head.content_length is None and not head.upstream_chunked
+        self.until_close = (
+            framing != Framing.NONE and head.content_length is None and not head.upstream_chunked
+        )
         self.out.append(
-            build_response_head(status, self.reason, head, framing, exchange.request_id, not exchange.keep_alive)
+            build_response_head(status, head, framing, exchange.request_id, not exchange.keep_alive)
         )
         self.started = True
         exchange.status = status
         exchange.response_started = True
         if framing == Framing.NONE:
+            self.keep_alive = self.parser.should_keep_alive()
             # llhttp cannot be told a response answers HEAD and would wait for the declared
             # length; the response is complete here and the parser is replaced in _done.
             self.complete = True
@@ -293,6 +308,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.framing == Framing.CHUNKED:
             self.out.append(LAST_CHUNK)
+        self.keep_alive = self.parser.should_keep_alive()
         self.complete = True
 
     # -- internals ----------------------------------------------------------------------------------
@@ -305,13 +321,12 @@ class UpstreamConnection(asyncio.Protocol):
     def _done(self, exchange: Exchange) -> None:
         self.exchange = None
         self.deadline = INF
-        self.state.busy.discard(self)
         reusable = (
             exchange.request_done
             and not self.junk
             and not self.until_close
             and not self.closed
-            and self.parser.should_keep_alive()
+            and self.keep_alive
         )
         if self.framing == Framing.NONE and exchange.head.method == "HEAD":
             self.parser = httptools.HttpResponseParser(self)
@@ -323,4 +338,3 @@ class UpstreamConnection(asyncio.Protocol):
         else:
             self.close()
         exchange.conn.response_end(exchange)
-

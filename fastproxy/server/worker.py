@@ -99,7 +99,9 @@ class Worker:
             self.servers.append(server)
         if self.admin is not None:
             server = await loop.create_server(
-                lambda: AdminConnection(self._readiness, self._metrics), sock=self.admin, backlog=BACKLOG
+                lambda: AdminConnection(self._readiness, self._metrics),
+                sock=self.admin,
+                backlog=BACKLOG,
             )
             self.servers.append(server)
 

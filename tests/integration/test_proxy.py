@@ -1,0 +1,374 @@
+"""Proxying through a running fastproxy: what reaches the upstream, what comes back, framing."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import time
+
+import pytest
+
+from fastproxy.devserver import pattern
+
+from .helpers import (
+    DevServer,
+    Proxy,
+    ProxyLauncher,
+    Recorded,
+    RecordingUpstream,
+    json_response,
+)
+
+FIVE_MB = 5 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def proxy(module_launcher: ProxyLauncher, devserver: DevServer) -> Proxy:
+    return module_launcher.start(
+        devserver.url, workers=2, args=["--max-body-bytes", "10000000"]
+    )
+
+
+def echo_headers(document: dict[str, object]) -> list[tuple[str, str]]:
+    headers = document["headers"]
+    assert isinstance(headers, list)
+    return [(str(n), str(v)) for n, v in headers]
+
+
+def values(headers: list[tuple[str, str]], name: str) -> list[str]:
+    return [v for n, v in headers if n.lower() == name.lower()]
+
+
+# -- what goes through ----------------------------------------------------------------------------
+
+
+def test_status_body_and_headers_come_back(proxy: Proxy) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    try:
+        conn.request("GET", "/status/201")
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    assert response.status == 201
+    assert body == b'{"status":201}'
+    assert response.getheader("Content-Type") == "application/json"
+    assert response.getheader("Content-Length") == str(len(body))
+    assert response.getheader("X-Request-Id")
+
+
+def test_request_line_and_body_reach_the_upstream(proxy: Proxy) -> None:
+    body = b"hello upstream"
+    response = proxy.request("PUT", "/echo?a=1&b=two", [("Content-Type", "text/plain")], body)
+    assert response.status == 200
+    document = response.json()
+    assert document["method"] == "PUT"
+    assert document["target"] == "/echo?a=1&b=two"
+    assert document["body_bytes"] == len(body)
+    assert document["body_sha256"] == hashlib.sha256(body).hexdigest()
+    headers = echo_headers(document)
+    assert values(headers, "Content-Type") == ["text/plain"]
+    assert values(headers, "Content-Length") == [str(len(body))]
+
+
+def test_request_id_is_added_and_matches_the_response(proxy: Proxy) -> None:
+    response = proxy.request("GET", "/echo")
+    sent = values(echo_headers(response.json()), "X-Request-Id")
+    assert len(sent) == 1
+    assert sent[0] == response.header("X-Request-Id")
+    other = proxy.request("GET", "/echo")
+    assert other.header("X-Request-Id") != response.header("X-Request-Id")
+
+
+def test_well_formed_client_request_id_is_kept(proxy: Proxy) -> None:
+    rid = "client-Id_1.2"
+    response = proxy.request("GET", "/echo", [("X-Request-Id", rid)])
+    assert values(echo_headers(response.json()), "X-Request-Id") == [rid]
+    assert response.header_all("X-Request-Id") == [rid]
+
+
+@pytest.mark.parametrize("bad", ["has space", "semi;colon", "x" * 129, "é"])
+def test_malformed_client_request_id_is_replaced(proxy: Proxy, bad: str) -> None:
+    response = proxy.request("GET", "/echo", [("X-Request-Id", bad)])
+    sent = values(echo_headers(response.json()), "X-Request-Id")
+    assert len(sent) == 1
+    assert sent[0] != bad
+    assert sent[0] == response.header("X-Request-Id")
+
+
+def test_forwarded_for_is_the_peer_and_the_client_list_is_not_trusted(proxy: Proxy) -> None:
+    response = proxy.request(
+        "GET",
+        "/echo",
+        [("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Proto", "https")],
+    )
+    headers = echo_headers(response.json())
+    assert values(headers, "X-Forwarded-For") == ["127.0.0.1"]
+    assert values(headers, "X-Forwarded-Proto") == ["http"]
+
+
+def test_hop_by_hop_and_connection_named_headers_are_removed(proxy: Proxy) -> None:
+    response = proxy.request(
+        "GET",
+        "/echo",
+        [
+            ("Connection", "keep-alive, X-Drop-Me"),
+            ("Connection", "x-also-dropped"),
+            ("X-Drop-Me", "1"),
+            ("X-Also-Dropped", "2"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Connection", "keep-alive"),
+            ("TE", "trailers"),
+            ("Trailer", "X-Checksum"),
+            ("Upgrade", "h2c"),
+            ("Proxy-Authorization", "Basic dXNlcjpwYXNz"),
+            ("X-Kept", "yes"),
+        ],
+    )
+    assert response.status == 200
+    names = {n.lower() for n, _ in echo_headers(response.json())}
+    removed = {
+        "connection",
+        "x-drop-me",
+        "x-also-dropped",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "transfer-encoding",
+    }
+    assert not names & removed, names & removed
+    assert "x-kept" in names
+
+
+def test_host_is_preserved(proxy: Proxy) -> None:
+    response = proxy.request("GET", "/echo", host="api.example.test:8443")
+    assert values(echo_headers(response.json()), "Host") == ["api.example.test:8443"]
+
+
+def test_absolute_form_target_is_forwarded_in_origin_form(proxy: Proxy) -> None:
+    response = proxy.request("GET", "http://api.example.test/echo?x=1", host="api.example.test")
+    assert response.status == 200
+    assert response.json()["target"] == "/echo?x=1"
+
+
+# -- connections ----------------------------------------------------------------------------------
+
+
+def test_many_requests_on_one_client_connection(proxy: Proxy) -> None:
+    with proxy.client() as client:
+        port = client.local_port
+        for i in range(50):
+            response = client.request("GET", f"/echo?i={i}")
+            assert response.status == 200
+            assert response.json()["target"] == f"/echo?i={i}"
+            assert not response.closes
+        # The upstream closing its side (Connection: close) does not end the client's connection.
+        response = client.request("GET", "/close")
+        assert response.status == 200
+        assert response.body == b'{"closing":true}'
+        assert client.request("GET", "/echo").status == 200
+        assert client.local_port == port
+
+
+def test_upstream_connections_are_reused(launcher: ProxyLauncher, recorder: RecordingUpstream) -> None:
+    proxy = launcher.start(recorder.url, workers=1)
+    with proxy.client() as client:
+        for _ in range(10):
+            assert client.request("GET", "/a").status == 200
+    for _ in range(10):  # and across client connections of the same worker
+        assert proxy.request("GET", "/b").status == 200
+    seen = recorder.snapshot()
+    assert len(seen) == 20
+    assert recorder.connections == 1
+    assert [r.index for r in seen] == list(range(20))
+
+
+def test_idle_keepalive_connection_is_closed(launcher: ProxyLauncher, devserver: DevServer) -> None:
+    proxy = launcher.start(devserver.url, args=["--keepalive-timeout", "1"])
+    with proxy.client() as client:
+        assert client.request("GET", "/echo").status == 200
+        started = time.monotonic()
+        assert client.closed_by_peer(timeout=5.0)
+        assert time.monotonic() - started < 4.0
+
+
+def test_reused_upstream_connection_closed_under_a_get_is_retried(
+    launcher: ProxyLauncher, recorder: RecordingUpstream
+) -> None:
+    """The upstream closes a kept-alive connection as the next request arrives: retry once."""
+
+    def close_second_request(request: Recorded) -> bytes | None:
+        return None if request.index == 1 else json_response({"ok": request.connection})
+
+    recorder.responder = close_second_request
+    proxy = launcher.start(recorder.url, workers=1)
+    assert proxy.request("GET", "/first").status == 200
+    response = proxy.request("GET", "/second")
+    assert response.status == 200
+    assert [(r.connection, r.target) for r in recorder.snapshot()] == [
+        (0, "/first"),
+        (0, "/second"),
+        (1, "/second"),
+    ]
+
+
+def test_request_with_a_body_is_never_replayed(
+    launcher: ProxyLauncher, recorder: RecordingUpstream
+) -> None:
+    def close_second_request(request: Recorded) -> bytes | None:
+        return None if request.index == 1 else json_response({"ok": request.connection})
+
+    recorder.responder = close_second_request
+    proxy = launcher.start(recorder.url, workers=1)
+    assert proxy.request("GET", "/first").status == 200
+    response = proxy.request("POST", "/order", body=b'{"buy":1}')
+    assert response.status == 502
+    assert [r.target for r in recorder.snapshot()] == ["/first", "/order"]
+
+
+# -- big bodies -----------------------------------------------------------------------------------
+
+
+def test_five_megabyte_request_body_with_content_length(proxy: Proxy) -> None:
+    data = pattern(FIVE_MB)[::-1]
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+    try:
+        conn.request("POST", "/echo", body=data)
+        response = conn.getresponse()
+        document = response.read()
+    finally:
+        conn.close()
+    assert response.status == 200
+    echoed = http_json(document)
+    assert echoed["body_bytes"] == FIVE_MB
+    assert echoed["body_sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_five_megabyte_chunked_request_body(proxy: Proxy) -> None:
+    data = pattern(FIVE_MB)
+    pieces = [data[i : i + 100_000] for i in range(0, len(data), 100_000)]
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+    try:
+        conn.request("POST", "/echo", body=iter(pieces), encode_chunked=True)
+        response = conn.getresponse()
+        document = response.read()
+    finally:
+        conn.close()
+    assert response.status == 200
+    echoed = http_json(document)
+    assert echoed["body_bytes"] == FIVE_MB
+    assert echoed["body_sha256"] == hashlib.sha256(data).hexdigest()
+    assert values(echo_headers(echoed), "Transfer-Encoding") == ["chunked"]
+
+
+@pytest.mark.parametrize(("path", "framing"), [("bytes", "length"), ("chunked", "chunked")])
+def test_five_megabyte_response_is_byte_exact(proxy: Proxy, path: str, framing: str) -> None:
+    with proxy.client(timeout=30) as client:
+        response = client.request("GET", f"/{path}/{FIVE_MB}")
+        assert response.status == 200
+        assert response.framing == framing
+        assert len(response.body) == FIVE_MB
+        assert response.body == pattern(FIVE_MB)
+        # The connection is still in step afterwards.
+        assert client.request("GET", "/bytes/10").body == pattern(10)
+
+
+def http_json(body: bytes) -> dict[str, object]:
+    import json
+
+    document = json.loads(body)
+    assert isinstance(document, dict)
+    return document
+
+
+# -- framing corner cases ----------------------------------------------------------------------
+
+
+def test_pipelined_requests_are_answered_in_order(proxy: Proxy) -> None:
+    with proxy.client() as client:
+        client.send(
+            b"GET /delay/300 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /status/201 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"POST /echo?third HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+        )
+        first = client.read_response()
+        second = client.read_response()
+        third = client.read_response()
+        assert (first.status, first.body) == (200, b'{"delayed":true}')
+        assert (second.status, second.body) == (201, b'{"status":201}')
+        assert third.status == 200
+        assert third.json()["target"] == "/echo?third"
+        assert third.json()["body_bytes"] == 3
+        ids = {r.header("X-Request-Id") for r in (first, second, third)}
+        assert len(ids) == 3
+
+
+def test_head_response_has_no_body(proxy: Proxy) -> None:
+    with proxy.client() as client:
+        response = client.request("HEAD", "/bytes/1000")
+        assert response.status == 200
+        assert response.header("Content-Length") == "1000"
+        # Had a body followed, it would be read here as the next response's head.
+        after = client.request("GET", "/bytes/7")
+        assert (after.status, after.body) == (200, pattern(7))
+
+
+def test_204_has_no_body(proxy: Proxy) -> None:
+    with proxy.client() as client:
+        response = client.request("GET", "/status/204")
+        assert response.status == 204
+        assert response.header("Transfer-Encoding") is None
+        assert response.header("Content-Length") in (None, "0")
+        after = client.request("GET", "/status/202")
+        assert (after.status, after.body) == (202, b'{"status":202}')
+
+
+@pytest.mark.parametrize("path", ["/bytes/3000", "/chunked/3000"])
+def test_http10_client(proxy: Proxy, path: str) -> None:
+    with proxy.client() as client:
+        client.send(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        response = client.read_response()
+        assert response.status == 200
+        assert response.header("Transfer-Encoding") is None  # never chunked to HTTP/1.0
+        assert response.body == pattern(3000)
+        assert client.closed_by_peer()
+
+
+def test_close_delimited_upstream_response(proxy: Proxy) -> None:
+    with proxy.client() as client:
+        response = client.request("GET", "/http10")
+        assert response.status == 200
+        assert response.body == b"until close"
+        # No length from the upstream: re-framed as chunked, so the client connection lives on.
+        assert response.framing == "chunked"
+        assert client.request("GET", "/status/201").status == 201
+
+
+def test_expect_100_continue(proxy: Proxy) -> None:
+    with proxy.client() as client:
+        client.send(
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        interim = client.read_response()
+        assert interim.status == 100
+        client.send(b"hello")
+        response = client.read_response()
+        assert response.status == 200
+        assert response.json()["body_bytes"] == 5
+        assert not values(echo_headers(response.json()), "Expect")
+
+
+def test_admin_endpoints(proxy: Proxy) -> None:
+    from .helpers import request
+
+    health = request(proxy.admin_port, "GET", "/healthz")
+    assert health.status == 200
+    assert health.json() == {"status": "ok"}
+    ready = request(proxy.admin_port, "GET", "/readyz")
+    assert ready.status == 200
+    assert ready.json()["ready"] is True
+    assert ready.json()["workers_ready"] == 2
+    assert len(proxy.worker_pids()) == 2
