@@ -12,7 +12,7 @@ from fastproxy.routing import Router
 
 if TYPE_CHECKING:
     from fastproxy.server.connection import ClientConnection
-    from fastproxy.server.upstream import UpstreamPool
+    from fastproxy.server.upstream import UpstreamConnection, UpstreamPool
 
 __all__ = ["INF", "WorkerState"]
 
@@ -49,7 +49,7 @@ class WorkerState:
         the upstream connection of its active exchange has its own (the response timeout).
         """
         now = self.now = self.loop.time()
-        expired = []
+        expired: list[ClientConnection | UpstreamConnection] = []
         for conn in self.connections:
             if conn.deadline <= now:
                 expired.append(conn)
