@@ -339,7 +339,10 @@ class ClientConnection(asyncio.Protocol):
             data = exchange.upstream_head
         if exchange.request_done and exchange.head.chunked:
             data += LAST_CHUNK
-        self._send_upstream(upstream, data)
+        if exchange.request_done or not exchange.head.has_body:
+            upstream.write(data)  # nothing else of this request will follow
+        else:
+            self._send_upstream(upstream, data)
         if self.paused & _PAUSE_BUFFER:
             self._resume(_PAUSE_BUFFER)
         if self.write_paused:

@@ -123,11 +123,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.deadline = INF
         self.reading_paused = False
-        self._reset_response()
-
-    def _reset_response(self) -> None:
+        self.timeout = pool.upstream.timeout
+        # -- per-response state; framing, until_close and keep_alive are set for each response
         self.head_buf = b""  # the response head so far (see on_headers_complete)
-        self.out: list[bytes] = []
+        self.out: list[bytes] = []  # client writes gathered during one data_received
         self.framing = Framing.NONE
         self.received = False
         self.interim = False
@@ -142,7 +141,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def bind(self, exchange: Exchange) -> None:
         self.exchange = exchange
-        self.deadline = self.state.now + self.pool.upstream.timeout
+        self.deadline = self.state.now + self.timeout
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
@@ -230,9 +229,9 @@ class UpstreamConnection(asyncio.Protocol):
             # Bytes nobody asked for: the connection's framing is lost.
             self.close()
             return
-        self.received = True
-        self.deadline = self.state.now + self.pool.upstream.timeout
+        self.deadline = self.state.now + self.timeout
         if not self.started:
+            self.received = True
             # The head is rewritten from its bytes, not from per-header callbacks (the hot path).
             self.head_buf = self.head_buf + data if self.head_buf else data
             if len(self.head_buf) > _MAX_HEAD and self.head_buf.find(b"\r\n\r\n") == -1:
@@ -251,8 +250,10 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 exchange.conn.upstream_failed(exchange, 502, "upstream_bad_response")
             return
-        if self.out:
-            self._flush(exchange)
+        out = self.out
+        if out:
+            exchange.conn.write_response(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
         if self.complete:
             self._done(exchange)
 
@@ -330,7 +331,7 @@ class UpstreamConnection(asyncio.Protocol):
         )
         if self.framing == Framing.NONE and exchange.head.method == "HEAD":
             self.parser = httptools.HttpResponseParser(self)
-        self._reset_response()
+        self.started = self.complete = self.received = self.junk = False
         if reusable:
             self.reused = True
             self.resume_reading()
