@@ -191,6 +191,28 @@ class FastproxyTarget(ServerTarget):
         return self.workers
 
 
+class FloorTarget(ServerTarget):
+    """bench.floor: the minimal uvloop + httptools forwarder, what Python can do at best here."""
+
+    def __init__(self, upstream: Target) -> None:
+        super().__init__("floor")
+        self._upstream = upstream
+
+    def command(self, workdir: Path, port: int) -> list[str]:
+        authority = self._upstream.url.split("//", 1)[1].rstrip("/")
+        return [sys.executable, "-m", "bench.floor", "--listen", f"127.0.0.1:{port}", "--upstream", authority]
+
+    def environment(self) -> dict[str, str] | None:
+        return _repo_environment()
+
+    def worker_pids(self) -> list[int]:
+        root = self.root_pid()
+        return [root] if root is not None else []
+
+    def expected_workers(self) -> int | None:
+        return 1
+
+
 def _is_audit_writer(pid: int) -> bool:
     stat = procstat.read_stat(pid)
     names = f"{stat.comm if stat else ''} {procstat.cmdline(pid)}".lower()

@@ -18,15 +18,14 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from fastproxy.config.schema import RouteSettings
-
 if TYPE_CHECKING:
     from fastproxy.config.model import Upstream
+    from fastproxy.config.schema import RouteSettings
     from fastproxy.policy import Stage
 
 __all__ = ["Route", "Router", "compile_pattern"]
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Z]+$")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Z]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,5 +85,5 @@ def compile_pattern(pattern: str) -> tuple[str | None, str | None]:
 
 
 def check_method(method: str) -> None:
-    if not _TOKEN.match(method) or method != method.upper():
+    if not _TOKEN.fullmatch(method) or method != method.upper():
         raise ValueError(f"not an upper-case HTTP method: {method!r}")

@@ -94,10 +94,33 @@ def load_config(
     if errors.lines:
         raise ConfigError(errors.lines)
     assert isinstance(decoded, FileConfig)
+    if path is not None:
+        decoded = _resolve_paths(decoded, os.path.dirname(os.path.abspath(path)))
     config = _compile(decoded, path, errors, tuple(warnings))
     if errors.lines or config is None:
         raise ConfigError(errors.lines)
     return config
+
+
+def _resolve_paths(file: FileConfig, base: str) -> FileConfig:
+    """Relative paths in the file are relative to the file's own directory (flags: to the cwd)."""
+
+    def resolve(value: str | None) -> str | None:
+        return os.path.join(base, value) if value and not os.path.isabs(value) else value
+
+    server = msgspec.structs.replace(
+        file.server,
+        pid_file=resolve(file.server.pid_file),
+        tls_cert=resolve(file.server.tls_cert),
+        tls_key=resolve(file.server.tls_key),
+    )
+    audit = msgspec.structs.replace(file.audit, path=resolve(file.audit.path))
+    jwt = {
+        name: msgspec.structs.replace(issuer, jwks_file=resolve(issuer.jwks_file))
+        for name, issuer in file.identity.jwt.items()
+    }
+    identity = msgspec.structs.replace(file.identity, jwt=jwt)
+    return msgspec.structs.replace(file, server=server, audit=audit, identity=identity)
 
 
 # -- structure: decode each key on its own so every bad key is reported ---------------------------
@@ -212,6 +235,13 @@ def _compile(file: FileConfig, path: str | None, errors: _Errors, warnings: tupl
         errors.add("server.tls_cert", "tls_cert and tls_key go together")
     if server.tls_cert is not None:
         errors.add("server.tls_cert", "TLS listeners are not available in this release")
+
+    for name, issuer in file.identity.jwt.items():
+        hs = [a for a in issuer.algorithms if a.startswith("HS")]
+        if hs and issuer.secret_env is None:
+            errors.add(f"identity.jwt.{name}.algorithms", f"{', '.join(hs)} needs secret_env")
+        if issuer.secret_env is not None and len(hs) != len(issuer.algorithms):
+            errors.add(f"identity.jwt.{name}.algorithms", "an HS* issuer takes HS* algorithms only")
 
     upstreams: dict[str, Upstream] = {}
     for name, upstream_settings in file.upstreams.items():

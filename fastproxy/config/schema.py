@@ -34,6 +34,25 @@ CLI: dict[str, Any] = {"cli": True}
 PositiveInt = Annotated[int, Meta(ge=1)]
 Seconds = Annotated[float, Meta(gt=0)]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+# "none" is not among them, in any spelling; HS* needs secret_env (checked at load).
+JwsAlgorithm = Literal[
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+    "HS256",
+    "HS384",
+    "HS512",
+]
+RateLimitKey = Annotated[
+    str, Meta(pattern=r"^(principal|ip|api_key|route|header:[A-Za-z0-9!#$%&'*+.^_`|~-]+)$")
+]
 
 
 class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -109,7 +128,7 @@ class UpstreamSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
 class JwtIssuer(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     issuer: str
     audience: list[str] = msgspec.field(default_factory=list)
-    algorithms: list[str] = msgspec.field(default_factory=lambda: ["RS256"])
+    algorithms: list[JwsAlgorithm] = msgspec.field(default_factory=lambda: ["RS256"])
     jwks_file: str | None = None
     jwks_url: str | None = None
     discovery: bool = False
@@ -137,7 +156,7 @@ class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 
 class RateLimit(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    key: str
+    key: RateLimitKey
     rate: Annotated[float, Meta(gt=0)]
     per: Annotated[float, Meta(gt=0)] = 1.0
     burst: Annotated[int, Meta(ge=0)] = 0

@@ -69,7 +69,9 @@ _PROXY_SET = frozenset(
 )
 
 _DROPPED = HOP_BY_HOP | _PROXY_SET
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+# RFC 3986 host (reg-name, IPv4, or an IP literal in brackets) with an optional port.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
 _DOT_SEGMENT = re.compile(r"(?:^|[/\\])\.{1,2}(?:[/\\]|$)")
 
 
@@ -128,16 +130,30 @@ class RequestHandler(Protocol):
     def on_request_end(self) -> None: ...
 
 
-def _split_target(url: bytes) -> tuple[bytes, str]:
-    """(origin-form target, path) from the request target, or ProtocolError."""
+def _split_target(url: bytes) -> tuple[bytes, str, bytes | None]:
+    """(origin-form target, path, authority of an absolute-form target), or ProtocolError."""
+    authority = None
     if url[:1] != b"/":
         # Absolute form (RFC 9112 3.2.2) is accepted and reduced to origin form; nothing else
         # (authority form is CONNECT's, asterisk form OPTIONS *) is proxied.
         lowered = url[:8].lower()
-        if not (lowered.startswith(b"http://") or lowered.startswith(b"https://")):
+        if lowered.startswith(b"http://"):
+            rest = url[7:]
+        elif lowered.startswith(b"https://"):
+            rest = url[8:]
+        else:
             raise ProtocolError(400, "bad_target", "request target is not origin or absolute form")
-        start = url.find(b"/", url.find(b"//") + 2)
-        url = url[start:] if start != -1 else b"/"
+        end = len(rest)
+        for mark in b"/?#":
+            found = rest.find(bytes((mark,)))
+            if found != -1 and found < end:
+                end = found
+        authority = rest[:end]
+        if not authority or b"@" in authority or not _HOST.fullmatch(authority):
+            raise ProtocolError(400, "bad_target", "bad authority in absolute-form target")
+        url = rest[end:]
+        if url[:1] != b"/":
+            url = b"/" + url
     fragment = url.find(b"#")
     if fragment != -1:
         url = url[:fragment]
@@ -150,7 +166,7 @@ def _split_target(url: bytes) -> tuple[bytes, str]:
         decoded = decoded.replace("%2f", "/").replace("%2F", "/").replace("%5c", "\\").replace("%5C", "\\")
         if _DOT_SEGMENT.search(decoded):
             raise ProtocolError(400, "bad_path", "dot segment in path")
-    return url, path
+    return url, path, authority
 
 
 def parse_head(
@@ -164,14 +180,17 @@ def parse_head(
     """Check a request head and strip it of what the proxy re-serializes; raises ProtocolError."""
     if version != "1.1" and version != "1.0":
         raise ProtocolError(400, "bad_version", f"HTTP version {version} not supported")
-    target, path = _split_target(url)
+    target, path, authority = _split_target(url)
     headers: list[tuple[bytes, bytes]] = []
     head = RequestHead(method, target, path, version, headers, keep_alive)
     connection_tokens: list[bytes] | None = None
     transfer_encoding: bytes | None = None
+    upgrade = False
     for name, value in raw_headers:
         lname = name.lower()
         if lname not in _DROPPED:
+            if lname[:2] == b"x-" and (lname.startswith(b"x-forwarded-") or lname.startswith(b"x-auth-")):
+                continue  # the proxy's to set: X-Forwarded-Host, -Port, -Prefix, X-Auth-*
             if lname == b"host":
                 if head.host is not None:
                     raise ProtocolError(400, "bad_host", "repeated Host header")
@@ -186,22 +205,37 @@ def parse_head(
             tokens = [t.strip().lower() for t in value.split(b",")]
             connection_tokens = tokens if connection_tokens is None else connection_tokens + tokens
         elif lname == b"x-request-id":
-            head.request_id = value if _REQUEST_ID.match(value) else None
+            head.request_id = value if _REQUEST_ID.fullmatch(value) else None
         elif lname == b"x-forwarded-for":
             head.forwarded_for = value if head.forwarded_for is None else head.forwarded_for + b", " + value
         elif lname == b"x-forwarded-proto":
             head.forwarded_proto = value
         elif lname == b"expect":
-            if value.strip().lower() != b"100-continue":
-                raise ProtocolError(400, "bad_expect", "unsupported Expect")
-            head.expect_continue = True
+            # RFC 9110 10.1.1: an expectation in an HTTP/1.0 request is ignored.
+            if version == "1.1":
+                if value.strip().lower() != b"100-continue":
+                    raise ProtocolError(400, "bad_expect", "unsupported Expect")
+                head.expect_continue = True
+        elif lname == b"upgrade":
+            upgrade = True
 
     if transfer_encoding is not None:
         if version != "1.1" or transfer_encoding.strip().lower() != b"chunked":
             raise ProtocolError(400, "bad_framing", "Transfer-Encoding other than a lone chunked")
         head.chunked = True
-    if version == "1.1" and head.host is None:
+    if authority is not None:
+        # RFC 9112 3.2.2: the target's authority replaces whatever Host was received.
+        headers[:] = [(n, v) for n, v in headers if n.lower() != b"host"]
+        headers.insert(0, (b"Host", authority))
+        head.host = authority
+    elif head.host is not None:
+        if not _HOST.fullmatch(head.host):
+            raise ProtocolError(400, "bad_host", "Host is not a valid host[:port]")
+    elif version == "1.1":
         raise ProtocolError(400, "bad_host", "HTTP/1.1 request without Host")
+    if upgrade and head.has_body:
+        # llhttp hands an Upgrade request's body over as upgrade data; refuse rather than lose it.
+        raise ProtocolError(400, "bad_upgrade", "Upgrade request with a body")
     if connection_tokens:
         named = frozenset(connection_tokens) - {b"close", b"keep-alive", b""}
         if named:
@@ -274,9 +308,10 @@ class RequestParser:
             raise ProtocolError(400, "bad_request", str(exc)) from None
         if self._in_head:
             if self._began:
-                # The head began inside this chunk; count all of it (an over-estimate by at most
-                # what preceded it in the chunk) so one huge chunk cannot hide an endless header.
-                self._head_seen = len(data)
+                # The head began in this chunk. An open head holds no blank line, so it is at
+                # most what follows the chunk's last one: count that (exact without bodies).
+                last = data.rfind(b"\r\n\r\n")
+                self._head_seen = len(data) - (last + 4 if last != -1 else 0)
             if self._head_seen > self._head_limit:
                 raise ProtocolError(431, "headers_too_large", "request head over max_header_bytes")
 

@@ -33,7 +33,9 @@ _CUT = re.compile(
     rb"|proxy-authorization|content-length|x-request-id)[ \t]*:"
 )
 # Headers other than Content-Length and Connection that are cut; rare in responses.
-_RARE = re.compile(rb"\n(?:keep-alive|proxy-|te|trailer|transfer-encoding|upgrade|x-request-id)[ \t]*:")
+_RARE = re.compile(
+    rb"\n(?:keep-alive|proxy-[a-z-]*|te|trailer|transfer-encoding|upgrade|x-request-id)[ \t]*:"
+)
 _NOT_NAMED = frozenset({b"close", b"keep-alive", b""})
 
 
@@ -88,7 +90,7 @@ def parse_response_head(raw: bytes) -> ResponseHead:
         at = low.find(b"\nconnection:")
         if at != -1:
             end = low.index(b"\r", at)
-            if low[at + 12 : end].strip() not in _NOT_NAMED:
+            if low[at + 12 : end].strip() not in _NOT_NAMED or low.find(b"\nconnection:", end) != -1:
                 return _parse_slow(status_line, block, low)
             cuts.append((at + 1, end + 2))
         if not cuts:

@@ -120,7 +120,8 @@ class ClientConnection(asyncio.Protocol):
         self.deadline_kind = _IDLE
         self.paused = 0
         self.write_paused = False
-        self.closing = False
+        self.closing = False  # close once the answers under way are written
+        self.lost = False  # the transport is gone: nothing more can be written
         self.deferred_error: ProtocolError | None = None
         # -- per-request state
         self.active: Exchange | None = None  # being answered
@@ -157,7 +158,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
-        self.closing = True
+        self.closing = self.lost = True
         for exchange in (self.active, self.reading, *self.queue):
             if exchange is not None and exchange.upstream is not None:
                 exchange.upstream.abort()
@@ -283,7 +284,7 @@ class ClientConnection(asyncio.Protocol):
         except Exception:
             log.exception("policy stage failed")
             decision = Rejection(500, "internal_error")
-        if exchange is not self.active or self.closing:
+        if exchange is not self.active or self.lost:
             return
         if decision is not None:
             self._reject(exchange, decision.status, decision.reason, decision.headers)
@@ -318,10 +319,10 @@ class ClientConnection(asyncio.Protocol):
         try:
             upstream = await pool.connect()
         except UpstreamError as exc:
-            if exchange is self.active and not self.closing:
+            if exchange is self.active and not self.lost:
                 self.upstream_failed(exchange, exc.status, exc.reason)
             return
-        if exchange is not self.active or self.closing:
+        if exchange is not self.active or self.lost:
             pool.release(upstream)
             return
         self._attach(exchange, upstream)

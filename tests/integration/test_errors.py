@@ -20,6 +20,7 @@ from .helpers import (
 )
 
 MAX_BODY = 1000
+MAX_HEADER = 4096
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,8 @@ def proxy(module_launcher: ProxyLauncher, devserver: DevServer) -> Proxy:
             "1",
             "--max-body-bytes",
             str(MAX_BODY),
+            "--max-header-bytes",
+            str(MAX_HEADER),
         ],
     )
 
@@ -73,12 +76,10 @@ SMUGGLING = {
     b"Content-Length: 5\r\n\r\n0\r\n\r\n" + SMUGGLED,
     "te-obs-fold": b"POST /a HTTP/1.1\r\nHost: a\r\nX-Pad: 1\r\n Transfer-Encoding: chunked\r\n"
     b"Content-Length: 5\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "te-on-http10": b"POST /a HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-    b"0\r\n\r\n" + SMUGGLED,
+    "te-on-http10": b"POST /a HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
     "two-content-lengths": b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
     b"Content-Length: 0\r\n\r\nhello" + SMUGGLED,
-    "content-length-sign": b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello"
-    + SMUGGLED,
+    "content-length-sign": b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello" + SMUGGLED,
     "bad-chunk-size": b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
     b"zz\r\nhello\r\n0\r\n\r\n" + SMUGGLED,
     "chunk-size-overflow": b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -168,10 +169,10 @@ def test_error_after_a_good_request_comes_after_its_response(
     ``warm``: the worker holds an idle upstream connection, so the first request is forwarded
     at once; ``cold``: the first request has to wait for a new upstream connection.
     """
-    proxy = launcher.start(devserver.url, workers=1)
+    proxy = launcher.start(devserver.url, workers=1, args=["--graceful-timeout", "1"])
     if pool == "warm":
         assert proxy.request("GET", "/status/200").status == 200
-    with proxy.client(timeout=3.0) as client:
+    with proxy.client(timeout=2.0) as client:
         client.send(b"GET /delay/200 HTTP/1.1\r\nHost: a\r\n\r\nGET /x HTTP/1.1\r\n\r\n")
         first = client.read_response()
         assert (first.status, first.body) == (200, b'{"delayed":true}')
@@ -189,9 +190,22 @@ def test_url_too_long_is_414(proxy: Proxy) -> None:
         assert_error(client.read_response(), 414, "uri_too_long")
 
 
-def test_headers_too_large_is_431(proxy: Proxy) -> None:
+def test_url_at_the_limit_is_accepted(proxy: Proxy) -> None:
+    target = "/echo?" + "q" * (8192 - len("/echo?"))
+    response = proxy.request("GET", target)
+    assert response.status == 200
+    assert response.json()["target"] == target
+
+
+def test_headers_under_the_limit_are_accepted(proxy: Proxy) -> None:
+    response = proxy.request("GET", "/echo", [("X-Big", "a" * (MAX_HEADER - 200))])
+    assert response.status == 200
+
+
+@pytest.mark.parametrize("size", [MAX_HEADER + 1, 40000])
+def test_headers_too_large_is_431(proxy: Proxy, size: int) -> None:
     with proxy.client() as client:
-        client.send(b"GET /echo HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n")
+        client.send(b"GET /echo HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * size + b"\r\n\r\n")
         assert_error(client.read_response(), 431, "headers_too_large")
 
 
@@ -199,7 +213,11 @@ def test_endless_header_is_431_before_it_ends(proxy: Proxy) -> None:
     with proxy.client() as client:
         client.send(b"GET /echo HTTP/1.1\r\nHost: a\r\nX-Big: ")
         for _ in range(10):  # 80 KiB of one header that never ends
-            client.send(b"a" * 8192)
+            try:
+                client.send(b"a" * 8192)
+            except (BrokenPipeError, ConnectionResetError):
+                break  # refused and closed already
+            time.sleep(0.02)
         assert_error(client.read_response(), 431, "headers_too_large")
 
 
@@ -218,9 +236,7 @@ def test_body_at_the_limit_is_accepted(proxy: Proxy) -> None:
 
 def test_declared_body_too_large_is_413_before_the_body(proxy: Proxy) -> None:
     with proxy.client() as client:
-        client.send(
-            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1)
-        )
+        client.send(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1))
         assert_error(client.read_response(), 413, "payload_too_large")
 
 
@@ -333,9 +349,7 @@ def test_upstream_port_closed_is_502(launcher: ProxyLauncher) -> None:
     proxy.assert_clean_log()
 
 
-def test_upstream_reset_before_answering_is_502(
-    launcher: ProxyLauncher, recorder: RecordingUpstream
-) -> None:
+def test_upstream_reset_before_answering_is_502(launcher: ProxyLauncher, recorder: RecordingUpstream) -> None:
     recorder.responder = lambda request: None  # read the request, close without a word
     proxy = launcher.start(recorder.url)
     assert_error(proxy.request("GET", "/x"), 502, "bad_gateway")
@@ -368,3 +382,56 @@ def test_upstream_connect_timeout_is_a_gateway_error(launcher: ProxyLauncher) ->
         proxy.assert_clean_log()
     finally:
         upstream.close()
+
+
+def test_upstream_malformed_response_is_502(launcher: ProxyLauncher, recorder: RecordingUpstream) -> None:
+    recorder.responder = lambda request: b"HTTP/1.1 2x0 Nonsense\r\n\r\n"
+    proxy = launcher.start(recorder.url)
+    assert_error(proxy.request("GET", "/x"), 502, "bad_gateway")
+    proxy.assert_clean_log()
+
+
+def test_upstream_response_with_length_and_chunked_is_502(
+    launcher: ProxyLauncher, recorder: RecordingUpstream
+) -> None:
+    recorder.responder = lambda request: (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+    )
+    proxy = launcher.start(recorder.url)
+    with proxy.client() as client:
+        response = client.request("GET", "/x")
+        assert response.body != b"forged"
+        assert_error(response, 502, "bad_gateway")
+    proxy.assert_clean_log()
+
+
+def test_over_max_connections_is_503(launcher: ProxyLauncher, devserver: DevServer) -> None:
+    proxy = launcher.start(devserver.url, args=["--max-connections", "2"])
+    with proxy.client() as first, proxy.client() as second:
+        assert first.request("GET", "/status/200").status == 200
+        assert second.request("GET", "/status/200").status == 200
+        with proxy.client() as third:
+            response = third.read_response()
+            assert_error(response, 503, "unavailable")
+            assert response.header("Retry-After") == "1"
+            assert third.closed_by_peer()
+        assert first.request("GET", "/status/200").status == 200
+    proxy.assert_clean_log()
+
+
+@pytest.mark.parametrize("ending", ["stall", "reset"])
+def test_response_cut_short_by_the_upstream_is_cut_short_for_the_client(
+    launcher: ProxyLauncher, recorder: RecordingUpstream, ending: str
+) -> None:
+    """After the head went out, a failure cannot become a 502/504: the client sees the cut."""
+    recorder.responder = lambda request: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789"
+    recorder.close_after_reply = ending == "reset"
+    proxy = launcher.start(recorder.url, args=["--upstream-timeout", "1"])
+    with proxy.client(timeout=5.0) as client:
+        started = time.monotonic()
+        client.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        with pytest.raises(ConnectionError):
+            client.read_response()
+        assert time.monotonic() - started < 3.0
+    proxy.assert_clean_log()

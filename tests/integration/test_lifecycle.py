@@ -70,9 +70,7 @@ def test_hung_worker_is_replaced(launcher: ProxyLauncher, devserver: DevServer) 
     proxy.assert_clean_log()
 
 
-def test_workers_stop_when_the_master_is_killed(
-    launcher: ProxyLauncher, devserver: DevServer
-) -> None:
+def test_workers_stop_when_the_master_is_killed(launcher: ProxyLauncher, devserver: DevServer) -> None:
     proxy = launcher.start(devserver.url, workers=2)
     workers = proxy.worker_pids()
     proxy.signal(signal.SIGKILL)
@@ -116,24 +114,29 @@ class Traffic:
 
 
 def test_reload_with_a_valid_config(launcher: ProxyLauncher, devserver: DevServer) -> None:
-    proxy = launcher.start(
-        config=config_toml(devserver.url, [{"name": "v1", "path": "/v1/*"}]), workers=2
-    )
+    def config(version: str) -> str:
+        routes = [{"name": version, "path": f"/{version}/*"}, {"name": "d", "path": "/delay/*"}]
+        return config_toml(devserver.url, routes)
+
+    proxy = launcher.start(config=config("v1"), workers=2)
     assert proxy.config_path is not None
     assert proxy.request("GET", "/v1/x").status == 200
     assert proxy.request("GET", "/v2/x").status == 404
     old = proxy.worker_pids()
 
-    proxy.config_path.write_text(config_toml(devserver.url, [{"name": "v2", "path": "/v2/*"}]))
-    with Traffic(proxy, ("/v1/x", "/v2/x")) as traffic:
+    proxy.config_path.write_text(config("v2"))
+    with Traffic(proxy, ("/v1/x", "/v2/x")) as traffic, proxy.client() as in_flight:
+        in_flight.send(b"GET /delay/1000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        time.sleep(0.2)
         proxy.signal(signal.SIGHUP)
         wait_for(lambda: proxy.request("GET", "/v2/x").status == 200, 10.0, "the new route")
+        # The old generation finishes what it had started.
+        response = in_flight.read_response()
+        assert (response.status, response.body) == (200, b'{"delayed":true}')
         wait_gone(old, 10.0)
         time.sleep(0.2)
     assert traffic.results
-    assert all(r in (200, 404) for r in traffic.results), [
-        r for r in traffic.results if r not in (200, 404)
-    ]
+    assert all(r in (200, 404) for r in traffic.results), [r for r in traffic.results if r not in (200, 404)]
     assert proxy.request("GET", "/v1/x").status == 404
     assert proxy.request("GET", "/v2/x").status == 200
     new = proxy.worker_pids()
@@ -233,7 +236,7 @@ def test_graceful_stop_answers_a_request_still_connecting_upstream(
     try:
         proxy = launcher.start(
             upstream.url,
-            args=["--upstream-connect-timeout", "1", "--graceful-timeout", "3"],
+            args=["--upstream-connect-timeout", "1", "--graceful-timeout", "2"],
         )
         with proxy.client(timeout=5.0) as client:
             client.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -300,9 +303,7 @@ def test_pid_file_is_written_and_removed(
 def test_address_in_use_exits_1(launcher: ProxyLauncher, devserver: DevServer) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        proxy = launcher.start(
-            devserver.url, args=["--admin-listen", f"127.0.0.1:{port}"], wait=False
-        )
+        proxy = launcher.start(devserver.url, args=["--admin-listen", f"127.0.0.1:{port}"], wait=False)
         assert proxy.wait_exit() == 1
     assert "cannot listen" in proxy.log()
     proxy.assert_clean_log()
