@@ -1,0 +1,69 @@
+"""`fastproxy demo` starts, serves what it prints, and stops cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.mark.timeout(40)
+def test_demo_serves_and_stops_on_ctrl_c() -> None:
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastproxy", "demo", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        printed = b""
+        deadline = time.monotonic() + 20
+        while b"Ctrl-C stops the demo" not in printed:
+            assert time.monotonic() < deadline, printed.decode(errors="replace")
+            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+            if ready:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                assert chunk, "demo exited early: " + printed.decode(errors="replace")
+                printed += chunk
+        text = printed.decode()
+        assert f"curl -i http://127.0.0.1:{port}/hello" in text
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello", timeout=5) as response:
+            assert response.status == 200
+            assert response.headers["X-Request-Id"]
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/nowhere", timeout=5)
+            raise AssertionError("expected a 404")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404
+            exc.close()
+        # Ctrl-C reaches the whole foreground process group.
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
