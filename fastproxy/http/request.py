@@ -223,16 +223,15 @@ def parse_head(
         if version != "1.1" or transfer_encoding.strip().lower() != b"chunked":
             raise ProtocolError(400, "bad_framing", "Transfer-Encoding other than a lone chunked")
         head.chunked = True
+    if version == "1.1" and head.host is None:
+        raise ProtocolError(400, "bad_host", "HTTP/1.1 request without Host")
     if authority is not None:
         # RFC 9112 3.2.2: the target's authority replaces whatever Host was received.
         headers[:] = [(n, v) for n, v in headers if n.lower() != b"host"]
         headers.insert(0, (b"Host", authority))
         head.host = authority
-    elif head.host is not None:
-        if not _HOST.fullmatch(head.host):
-            raise ProtocolError(400, "bad_host", "Host is not a valid host[:port]")
-    elif version == "1.1":
-        raise ProtocolError(400, "bad_host", "HTTP/1.1 request without Host")
+    elif head.host is not None and not _HOST.fullmatch(head.host):
+        raise ProtocolError(400, "bad_host", "Host is not a valid host[:port]")
     if upgrade and head.has_body:
         # llhttp hands an Upgrade request's body over as upgrade data; refuse rather than lose it.
         raise ProtocolError(400, "bad_upgrade", "Upgrade request with a body")

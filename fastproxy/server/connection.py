@@ -190,8 +190,9 @@ class ClientConnection(asyncio.Protocol):
             self._pause(_PAUSE_DONE)
 
     def eof_received(self) -> bool | None:
-        # A client that half-closes after its request still gets the response.
-        return self.active is not None
+        # A client that half-closes after its whole request still gets the response; one that
+        # leaves in the middle of a request (its head or its body) ends the exchange now.
+        return self.active is not None and self.reading is None and not self.parser.in_head
 
     def pause_writing(self) -> None:
         self.write_paused = True

@@ -85,7 +85,8 @@ class UpstreamPool:
                 upstream.connect_timeout,
             )
         except TimeoutError:
-            raise UpstreamError(504, "upstream_connect_timeout") from None
+            # Unreachable, as a refused connect is: 502 (504 is for a response that is late).
+            raise UpstreamError(502, "upstream_connect_timeout") from None
         except OSError as exc:
             log.warning("upstream %s: connect to %s failed: %s", upstream.name, upstream.address, exc)
             raise UpstreamError(502, "upstream_connect_error") from None
@@ -234,7 +235,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.received = True
             # The head is rewritten from its bytes, not from per-header callbacks (the hot path).
             self.head_buf = self.head_buf + data if self.head_buf else data
-            if len(self.head_buf) > _MAX_HEAD and self.head_buf.find(b"\r\n\r\n") == -1:
+            if len(self.head_buf) > _MAX_HEAD and self.head_buf.find(b"\r\n\r\n", 0, _MAX_HEAD) == -1:
                 log.warning("upstream %s: response head too large", self.pool.upstream.name)
                 self.abort()
                 exchange.conn.upstream_failed(exchange, 502, "upstream_bad_response")

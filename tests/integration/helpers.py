@@ -535,8 +535,9 @@ class Recorded:
     complete: bool = False
 
 
-# (request) -> the response bytes, or None to close the connection without answering.
-Responder = Callable[[Recorded], bytes | None]
+# (request) -> the response bytes (a list: written piece by piece, 0.1 s apart), or None to close
+# the connection without answering.
+Responder = Callable[[Recorded], bytes | list[bytes] | None]
 
 
 def json_response(document: Any, status: int = 200) -> bytes:
@@ -563,6 +564,7 @@ class RecordingUpstream:
 
     responder: Responder = _default_responder
     close_after_reply: bool = False  # close each connection after its first reply
+    reply_before_body: bool = False  # answer as soon as a head is in, then read the body
     requests: list[Recorded] = field(default_factory=list)
     connections: int = 0
 
@@ -573,12 +575,18 @@ class RecordingUpstream:
         self._listener.settimeout(0.1)
         self.port: int = self._listener.getsockname()[1]
         self._socks: list[socket.socket] = []
+        self._ended: set[int] = set()
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def ended(self) -> set[int]:
+        """The connections that have ended (the proxy closed them, or they failed)."""
+        with self._lock:
+            return set(self._ended)
 
     def snapshot(self) -> list[Recorded]:
         with self._lock:
@@ -610,6 +618,16 @@ class RecordingUpstream:
             thread = threading.Thread(target=self._serve, args=(sock, number), daemon=True)
             self._threads.append(thread)
             thread.start()
+
+    @staticmethod
+    def _reply(sock: socket.socket, answer: bytes | list[bytes]) -> None:
+        if isinstance(answer, bytes):
+            sock.sendall(answer)
+            return
+        for i, piece in enumerate(answer):
+            if i:
+                time.sleep(0.1)
+            sock.sendall(piece)
 
     def _serve(self, sock: socket.socket, number: int) -> None:
         sock.settimeout(0.2)
@@ -645,6 +663,9 @@ class RecordingUpstream:
                 with self._lock:
                     self.requests.append(recorded)
                 names = {n.lower(): v for n, v in headers}
+                early = self.responder(recorded) if self.reply_before_body else None
+                if early is not None:
+                    self._reply(sock, early)
                 if names.get("transfer-encoding", "").lower() == "chunked":
                     body = []
                     while True:
@@ -668,10 +689,11 @@ class RecordingUpstream:
                             return
                     recorded.body, buffer = buffer[:length], buffer[length:]
                 recorded.complete = True
-                answer = self.responder(recorded)
+                answer = early if self.reply_before_body else self.responder(recorded)
                 if answer is None:
                     return
-                sock.sendall(answer)
+                if not self.reply_before_body:
+                    self._reply(sock, answer)
                 if self.close_after_reply:
                     return
         except (OSError, ValueError):
@@ -679,3 +701,5 @@ class RecordingUpstream:
         finally:
             with contextlib.suppress(OSError):
                 sock.close()
+            with self._lock:
+                self._ended.add(number)

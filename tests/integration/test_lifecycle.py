@@ -195,9 +195,7 @@ def outcome_of_a_new_connection(port: int) -> str:
 def test_graceful_stop_finishes_the_request_in_flight(
     launcher: ProxyLauncher, devserver: DevServer, sig: signal.Signals
 ) -> None:
-    # One worker: once the idle client is closed, that worker has stopped accepting, so the new
-    # connection below cannot land in a worker still booting its stop (see the xfail below).
-    proxy = launcher.start(devserver.url, workers=1)
+    proxy = launcher.start(devserver.url, workers=2)
     workers = proxy.worker_pids()
     with proxy.client() as in_flight, proxy.client() as idle:
         assert idle.request("GET", "/status/200").status == 200  # an idle keep-alive client
@@ -224,11 +222,6 @@ def test_graceful_stop_finishes_the_request_in_flight(
     proxy.assert_clean_log()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a graceful stop drops a request whose upstream connection is still being "
-    "opened: no answer, the client connection is held until --graceful-timeout and reset",
-)
 def test_graceful_stop_answers_a_request_still_connecting_upstream(
     launcher: ProxyLauncher,
 ) -> None:

@@ -7,6 +7,7 @@ import http.client
 import json
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -35,6 +36,12 @@ def echo_headers(document: dict[str, object]) -> list[tuple[str, str]]:
     headers = document["headers"]
     assert isinstance(headers, list)
     return [(str(n), str(v)) for n, v in headers]
+
+
+def http_json(body: bytes) -> dict[str, object]:
+    document = json.loads(body)
+    assert isinstance(document, dict)
+    return document
 
 
 def values(headers: list[tuple[str, str]], name: str) -> list[str]:
@@ -195,6 +202,22 @@ def test_hop_by_hop_response_headers_are_removed(
         assert client.request("GET", "/y").body == body
 
 
+def test_upstream_trailers_are_dropped_and_the_connection_reused(
+    launcher: ProxyLauncher, recorder: RecordingUpstream
+) -> None:
+    recorder.responder = lambda request: (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"
+        b"5\r\nhello\r\n0\r\nX-Sum: abc\r\n\r\n"
+    )
+    proxy = launcher.start(recorder.url)
+    with proxy.client() as client:
+        for _ in range(3):
+            response = client.request("GET", "/t")
+            assert (response.status, response.body) == (200, b"hello")
+            assert response.header("X-Sum") is None
+    assert recorder.connections == 1
+
+
 def test_host_is_preserved(proxy: Proxy) -> None:
     response = proxy.request("GET", "/echo", host="api.example.test:8443")
     assert values(echo_headers(response.json()), "Host") == ["api.example.test:8443"]
@@ -204,6 +227,12 @@ def test_absolute_form_target_is_forwarded_in_origin_form(proxy: Proxy) -> None:
     response = proxy.request("GET", "http://api.example.test/echo?x=1", host="api.example.test")
     assert response.status == 200
     assert response.json()["target"] == "/echo?x=1"
+    # RFC 9112 3.2.2: the target's authority wins over a different Host (or the request is
+    # refused).
+    response = proxy.request("GET", "http://a.example/echo", host="b.example")
+    if response.status != 400:
+        assert response.status == 200
+        assert values(echo_headers(response.json()), "Host") == ["a.example"]
 
 
 # -- connections ----------------------------------------------------------------------------------
@@ -236,6 +265,14 @@ def test_upstream_connections_are_reused(launcher: ProxyLauncher, recorder: Reco
     assert len(seen) == 20
     assert recorder.connections == 1
     assert [r.index for r in seen] == list(range(20))
+
+
+def test_client_connection_close_is_honoured(proxy: Proxy) -> None:
+    with proxy.client() as client:
+        response = client.request("GET", "/status/200", [("Connection", "close")])
+        assert response.status == 200
+        assert response.closes
+        assert client.closed_by_peer()
 
 
 def test_idle_keepalive_connection_is_closed(launcher: ProxyLauncher, devserver: DevServer) -> None:
@@ -324,12 +361,6 @@ def test_five_megabyte_response_is_byte_exact(proxy: Proxy, path: str, framing: 
         assert response.body == pattern(FIVE_MB)
         # The connection is still in step afterwards.
         assert client.request("GET", "/bytes/10").body == pattern(10)
-
-
-def http_json(body: bytes) -> dict[str, object]:
-    document = json.loads(body)
-    assert isinstance(document, dict)
-    return document
 
 
 # -- framing corner cases ----------------------------------------------------------------------
@@ -472,3 +503,49 @@ def test_admin_endpoints(proxy: Proxy) -> None:
     assert ready.json()["ready"] is True
     assert ready.json()["workers_ready"] == 2
     assert len(proxy.worker_pids()) == 2
+    assert request(proxy.admin_port, "GET", "/nope").status == 404
+    assert request(proxy.admin_port, "POST", "/readyz").status == 405
+
+
+# -- clients and upstreams that go their own way ------------------------------------------------
+
+
+def test_early_upstream_answer_drops_the_rest_of_the_body(
+    launcher: ProxyLauncher, recorder: RecordingUpstream
+) -> None:
+    """The upstream answers before the body is in: the rest is read and dropped, never sent on."""
+    recorder.reply_before_body = True
+    proxy = launcher.start(recorder.url, workers=1)
+    with proxy.client() as client:
+        client.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\n\r\n")
+        client.send(b"a" * 1000)
+        early = client.read_response()
+        assert early.status == 200
+        assert early.json()["target"] == "/upload"
+        # The rest of the body carries what would be a request if it were parsed as one.
+        rest = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+        client.send(rest + b"b" * (19000 - len(rest)))
+        after = client.request("GET", "/next")
+        assert after.status == 200
+        assert after.json()["target"] == "/next"
+    assert [r.target for r in recorder.snapshot()] == ["/upload", "/next"]
+
+
+def test_client_gone_mid_response(proxy: Proxy) -> None:
+    with proxy.client(timeout=30) as client:
+        client.send(b"GET /bytes/%d HTTP/1.1\r\nHost: a\r\n\r\n" % FIVE_MB)
+        client.rfile.read(100_000)
+    time.sleep(0.2)
+    for _ in range(5):
+        assert proxy.request("GET", "/status/200").status == 200
+    proxy.assert_clean_log()
+
+
+def test_concurrent_clients(proxy: Proxy) -> None:
+    def one(i: int) -> tuple[int, str]:
+        response = proxy.request("GET", f"/echo?client={i}")
+        return response.status, response.json()["target"]
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        results = list(pool.map(one, range(200)))
+    assert results == [(200, f"/echo?client={i}") for i in range(200)]

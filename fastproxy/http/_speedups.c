@@ -1,0 +1,877 @@
+/* fastproxy.http._speedups: the two per-request head rewrites, in C.
+ *
+ * Theory of operation
+ * -------------------
+ * Both functions are byte-for-byte twins of pure-Python code that stays the reference and the
+ * fallback; tests/http/test_speedups.py checks them against each other on fixed and generated
+ * heads. Any change to one side needs the same change on the other.
+ *
+ * response_head() is parse_response_head + choose_framing + build_response_head from
+ * fastproxy/http/response.py. Its input is a head llhttp accepted, so every header line is
+ * "name:value\r\n" with a token name. The structure is still checked (a bare CR or LF, an empty or
+ * colon-less line, a missing blank line raise ValueError) so that no input can read out of
+ * bounds. One head llhttp accepts is refused too: one with CR or LF before "HTTP/", which
+ * response.py would turn into a corrupt status line. Like the Python it has two paths whose results differ only for heads llhttp refuses
+ * (a space before the colon, a repeated Content-Length): the fast path when no rare header is
+ * present cuts the first "Content-Length:" and a lone plain "Connection:" line; anything else
+ * takes the slow path, which cuts every hop-by-hop line and, when Connection names headers,
+ * those too. A rare header is what response.py's _RARE matches: keep-alive, proxy-[a-z-]*, te,
+ * trailer, transfer-encoding, upgrade, x-request-id, before optional SP/HTAB and the colon.
+ *
+ * request_head() is forward.upstream_request_head with X-Forwarded-For and X-Forwarded-Proto
+ * already resolved by the caller.
+ *
+ * Every output is sized exactly first and filled second; nothing is written past the size
+ * computed, and no Python code runs between the two passes (all arguments are exact builtin
+ * types or subclasses read through macros), so the inputs cannot change in between.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+/* -- small byte helpers (ASCII only, as bytes.lower() and bytes.strip() are) ------------------ */
+
+static inline unsigned char
+lower(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + ('a' - 'A')) : c;
+}
+
+/* What bytes.strip() and int() treat as whitespace. */
+static inline int
+is_space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* s[0:n] equals the lower-case literal lit, ignoring ASCII case. */
+static int
+eq_lower(const char *s, Py_ssize_t n, const char *lit, Py_ssize_t lit_n)
+{
+    if (n != lit_n) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (lower((unsigned char)s[i]) != (unsigned char)lit[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+#define EQ(s, n, lit) eq_lower((s), (n), (lit), (Py_ssize_t)(sizeof(lit) - 1))
+
+static void
+strip(const char **s, Py_ssize_t *n)
+{
+    const char *p = *s;
+    Py_ssize_t len = *n;
+    while (len > 0 && is_space((unsigned char)p[0])) {
+        p++;
+        len--;
+    }
+    while (len > 0 && is_space((unsigned char)p[len - 1])) {
+        len--;
+    }
+    *s = p;
+    *n = len;
+}
+
+/* Adds n to *total; raises OverflowError rather than wrapping. */
+static int
+add_len(Py_ssize_t *total, Py_ssize_t n)
+{
+    if (n > PY_SSIZE_T_MAX - *total) {
+        PyErr_SetString(PyExc_OverflowError, "head too large");
+        return -1;
+    }
+    *total += n;
+    return 0;
+}
+
+static inline char *
+put(char *out, const char *s, Py_ssize_t n)
+{
+    memcpy(out, s, (size_t)n);
+    return out + n;
+}
+
+#define PUT_LIT(out, lit) put((out), (lit), (Py_ssize_t)(sizeof(lit) - 1))
+#define LIT_LEN(lit) ((Py_ssize_t)(sizeof(lit) - 1))
+
+/* -- response_head ---------------------------------------------------------------------------- */
+
+enum {
+    K_OTHER,
+    K_CONNECTION,
+    K_CONTENT_LENGTH,
+    K_KEEP_ALIVE,
+    K_PROXY_CONNECTION,
+    K_PROXY_AUTHORIZATION,
+    K_PROXY_OTHER, /* any other proxy-[a-z-]*: rare, but not cut */
+    K_TE,
+    K_TRAILER,
+    K_TRANSFER_ENCODING,
+    K_UPGRADE,
+    K_X_REQUEST_ID,
+};
+
+enum { FRAMING_NONE = 0, FRAMING_LENGTH = 1, FRAMING_CHUNKED = 2, FRAMING_CLOSE = 3 };
+
+/* One header line: [start, start + len) is the line without its CRLF. */
+typedef struct {
+    const char *start;
+    Py_ssize_t len;
+    Py_ssize_t colon; /* index of the first ':' */
+    int kind;
+    int exact; /* the name is followed by ':' directly, no SP/HTAB in between */
+} Line;
+
+static int
+classify(const char *name, Py_ssize_t n)
+{
+    switch (n) {
+    case 2:
+        if (EQ(name, n, "te")) return K_TE;
+        break;
+    case 7:
+        if (EQ(name, n, "trailer")) return K_TRAILER;
+        if (EQ(name, n, "upgrade")) return K_UPGRADE;
+        break;
+    case 10:
+        if (EQ(name, n, "connection")) return K_CONNECTION;
+        if (EQ(name, n, "keep-alive")) return K_KEEP_ALIVE;
+        break;
+    case 12:
+        if (EQ(name, n, "x-request-id")) return K_X_REQUEST_ID;
+        break;
+    case 14:
+        if (EQ(name, n, "content-length")) return K_CONTENT_LENGTH;
+        break;
+    case 16:
+        if (EQ(name, n, "proxy-connection")) return K_PROXY_CONNECTION;
+        break;
+    case 17:
+        if (EQ(name, n, "transfer-encoding")) return K_TRANSFER_ENCODING;
+        break;
+    case 19:
+        if (EQ(name, n, "proxy-authorization")) return K_PROXY_AUTHORIZATION;
+        break;
+    default:
+        break;
+    }
+    if (n >= 6 && EQ(name, 6, "proxy-")) {
+        for (Py_ssize_t i = 6; i < n; i++) {
+            unsigned char c = lower((unsigned char)name[i]);
+            if (!((c >= 'a' && c <= 'z') || c == '-')) {
+                return K_OTHER;
+            }
+        }
+        return K_PROXY_OTHER;
+    }
+    return K_OTHER;
+}
+
+static inline int
+is_rare(int kind)
+{
+    return kind != K_OTHER && kind != K_CONNECTION && kind != K_CONTENT_LENGTH;
+}
+
+static inline int
+is_cut(int kind)
+{
+    return kind != K_OTHER && kind != K_PROXY_OTHER;
+}
+
+/* Reads the line starting at p (end: the CR of the blank line ending the head). Returns the
+ * start of the next line, or NULL with ValueError set when the head is malformed. */
+static const char *
+next_line(const char *p, const char *end, Line *line)
+{
+    Py_ssize_t avail = end - p;
+    const char *cr = memchr(p, '\r', (size_t)avail);
+    if (cr == NULL || cr + 1 >= end || cr[1] != '\n') {
+        PyErr_SetString(PyExc_ValueError, "response head: header line without CRLF");
+        return NULL;
+    }
+    Py_ssize_t len = cr - p;
+    if (len == 0 || memchr(p, '\n', (size_t)len) != NULL) {
+        PyErr_SetString(PyExc_ValueError, "response head: empty line or bare LF in the headers");
+        return NULL;
+    }
+    const char *colon = memchr(p, ':', (size_t)len);
+    if (colon == NULL) {
+        PyErr_SetString(PyExc_ValueError, "response head: header line without a colon");
+        return NULL;
+    }
+    Py_ssize_t name_len = colon - p;
+    while (name_len > 0 && (p[name_len - 1] == ' ' || p[name_len - 1] == '\t')) {
+        name_len--;
+    }
+    line->start = p;
+    line->len = len;
+    line->colon = colon - p;
+    line->exact = name_len == line->colon;
+    line->kind = classify(p, name_len);
+    return cr + 2;
+}
+
+/* The value after the colon, as response.py slices it (not stripped). */
+static inline void
+line_value(const Line *line, const char **s, Py_ssize_t *n)
+{
+    *s = line->start + line->colon + 1;
+    *n = line->len - line->colon - 1;
+}
+
+/* A Content-Length value as int() reads what llhttp accepts: digits, optionally surrounded by
+ * whitespace. A sign or underscores, which int() would also take, are refused (llhttp refuses
+ * them first). On success *digits and *n_digits are the canonical decimal (no leading zeros). */
+static int
+parse_length(const Line *line, const char **digits, Py_ssize_t *n_digits)
+{
+    const char *s;
+    Py_ssize_t n;
+    line_value(line, &s, &n);
+    strip(&s, &n);
+    if (n == 0) {
+        goto bad;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            goto bad;
+        }
+    }
+    while (n > 1 && s[0] == '0') {
+        s++;
+        n--;
+    }
+    *digits = s;
+    *n_digits = n;
+    return 0;
+bad:
+    PyErr_SetString(PyExc_ValueError, "response head: invalid Content-Length");
+    return -1;
+}
+
+static PyObject *
+length_to_int(const char *digits, Py_ssize_t n)
+{
+    if (n <= 18) {
+        long long value = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            value = value * 10 + (digits[i] - '0');
+        }
+        return PyLong_FromLongLong(value);
+    }
+    char *copy = PyMem_Malloc((size_t)n + 1);
+    if (copy == NULL) {
+        return PyErr_NoMemory();
+    }
+    memcpy(copy, digits, (size_t)n);
+    copy[n] = '\0';
+    PyObject *result = PyLong_FromString(copy, NULL, 10);
+    PyMem_Free(copy);
+    return result;
+}
+
+/* The slow path's Connection handling: adds each named header (lower-cased) to *named. */
+static int
+add_connection_tokens(const Line *line, PyObject **named)
+{
+    const char *s;
+    Py_ssize_t n;
+    line_value(line, &s, &n);
+    const char *end = s + n;
+    while (1) {
+        const char *comma = memchr(s, ',', (size_t)(end - s));
+        const char *stop = comma != NULL ? comma : end;
+        const char *token = s;
+        Py_ssize_t token_len = stop - s;
+        strip(&token, &token_len);
+        if (token_len != 0 && !EQ(token, token_len, "close") && !EQ(token, token_len, "keep-alive")) {
+            if (*named == NULL && (*named = PySet_New(NULL)) == NULL) {
+                return -1;
+            }
+            PyObject *key = PyBytes_FromStringAndSize(NULL, token_len);
+            if (key == NULL) {
+                return -1;
+            }
+            char *k = PyBytes_AS_STRING(key);
+            for (Py_ssize_t i = 0; i < token_len; i++) {
+                k[i] = (char)lower((unsigned char)token[i]);
+            }
+            int rc = PySet_Add(*named, key);
+            Py_DECREF(key);
+            if (rc < 0) {
+                return -1;
+            }
+        }
+        if (comma == NULL) {
+            return 0;
+        }
+        s = comma + 1;
+    }
+}
+
+/* Whether a kept line's name (before the first colon, stripped, lower-cased) is in named. */
+static int
+is_named(const Line *line, PyObject *named)
+{
+    const char *name = line->start;
+    Py_ssize_t n = line->colon;
+    strip(&name, &n);
+    PyObject *key = PyBytes_FromStringAndSize(NULL, n);
+    if (key == NULL) {
+        return -1;
+    }
+    char *k = PyBytes_AS_STRING(key);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        k[i] = (char)lower((unsigned char)name[i]);
+    }
+    int found = PySet_Contains(named, key);
+    Py_DECREF(key);
+    return found;
+}
+
+typedef struct {
+    /* The client's header lines: up to three slices of the upstream's (fast path) or one
+     * buffer of the slow path. */
+    const char *seg[3];
+    Py_ssize_t seg_len[3];
+    int n_seg;
+    char *scratch; /* PyMem buffer behind seg[0] on the slow path, or NULL */
+    const char *cl_digits; /* NULL: no Content-Length */
+    Py_ssize_t cl_len;
+    int chunked;
+} Parsed;
+
+/* The slow path: every hop-by-hop line cut, then every header Connection names. */
+static int
+parse_slow(const char *block, const char *end, Parsed *out)
+{
+    PyObject *named = NULL;
+    Line line;
+    const char *p;
+
+    for (p = block; p < end;) {
+        if ((p = next_line(p, end, &line)) == NULL) {
+            goto error;
+        }
+        if (line.kind == K_CONTENT_LENGTH) {
+            if (parse_length(&line, &out->cl_digits, &out->cl_len) < 0) {
+                goto error;
+            }
+        }
+        else if (line.kind == K_TRANSFER_ENCODING) {
+            const char *s;
+            Py_ssize_t n;
+            line_value(&line, &s, &n);
+            while (n > 0 && is_space((unsigned char)s[n - 1])) {
+                n--;
+            }
+            out->chunked = n >= 7 && EQ(s + n - 7, 7, "chunked");
+        }
+        else if (line.kind == K_CONNECTION) {
+            if (add_connection_tokens(&line, &named) < 0) {
+                goto error;
+            }
+        }
+    }
+
+    /* The kept lines are no longer than the block. */
+    out->scratch = PyMem_Malloc((size_t)(end - block) + 1);
+    if (out->scratch == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    char *w = out->scratch;
+    for (p = block; p < end;) {
+        if ((p = next_line(p, end, &line)) == NULL) {
+            goto error; /* not reached: the first loop read the same lines */
+        }
+        if (is_cut(line.kind)) {
+            continue;
+        }
+        if (named != NULL) {
+            int found = is_named(&line, named);
+            if (found < 0) {
+                goto error;
+            }
+            if (found) {
+                continue;
+            }
+        }
+        w = put(w, line.start, line.len + 2);
+    }
+    out->seg[0] = out->scratch;
+    out->seg_len[0] = w - out->scratch;
+    out->n_seg = 1;
+    Py_XDECREF(named);
+    return 0;
+error:
+    Py_XDECREF(named);
+    return -1;
+}
+
+/* Splits the header lines of raw (starting at block, up to the blank line at end). */
+static int
+parse_fields(const char *block, const char *end, Parsed *out)
+{
+    Line line, cl_line = {0}, conn_line = {0};
+    int have_cl = 0, n_conn = 0;
+
+    for (const char *p = block; p < end;) {
+        if ((p = next_line(p, end, &line)) == NULL) {
+            return -1;
+        }
+        if (is_rare(line.kind)) {
+            return parse_slow(block, end, out);
+        }
+        if (line.exact) {
+            if (line.kind == K_CONTENT_LENGTH && !have_cl) {
+                cl_line = line;
+                have_cl = 1;
+            }
+            else if (line.kind == K_CONNECTION && n_conn++ == 0) {
+                conn_line = line;
+            }
+        }
+    }
+    if (have_cl && parse_length(&cl_line, &out->cl_digits, &out->cl_len) < 0) {
+        return -1;
+    }
+    if (n_conn > 0) {
+        const char *s;
+        Py_ssize_t n;
+        line_value(&conn_line, &s, &n);
+        strip(&s, &n);
+        if (n_conn > 1 || !(n == 0 || EQ(s, n, "close") || EQ(s, n, "keep-alive"))) {
+            return parse_slow(block, end, out);
+        }
+    }
+
+    /* Cut up to two lines: copy what lies around them. */
+    const Line *cuts[2];
+    int n_cuts = 0;
+    if (have_cl) {
+        cuts[n_cuts++] = &cl_line;
+    }
+    if (n_conn > 0) {
+        cuts[n_cuts++] = &conn_line;
+    }
+    if (n_cuts == 2 && cuts[0]->start > cuts[1]->start) {
+        const Line *first = cuts[1];
+        cuts[1] = cuts[0];
+        cuts[0] = first;
+    }
+    const char *pos = block;
+    for (int i = 0; i < n_cuts; i++) {
+        out->seg[out->n_seg] = pos;
+        out->seg_len[out->n_seg++] = cuts[i]->start - pos;
+        pos = cuts[i]->start + cuts[i]->len + 2;
+    }
+    out->seg[out->n_seg] = pos;
+    out->seg_len[out->n_seg++] = end - pos;
+    return 0;
+}
+
+PyDoc_STRVAR(response_head_doc,
+"response_head($module, raw, request_id, status, is_head, client_http11, keep_alive, /)\n"
+"--\n"
+"\n"
+"The client's response head for an upstream head llhttp accepted.\n"
+"\n"
+"Returns (head, framing, content_length or -1, upstream_chunked, keep_alive_after), exactly\n"
+"what parse_response_head, choose_framing and build_response_head give together.");
+
+static PyObject *
+response_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "response_head() takes 6 positional arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    PyObject *raw_obj = args[0], *rid_obj = args[1], *status_obj = args[2];
+    if (!PyBytes_Check(raw_obj) || !PyBytes_Check(rid_obj)) {
+        PyErr_SetString(PyExc_TypeError, "response_head(): raw and request_id must be bytes");
+        return NULL;
+    }
+    if (!PyLong_Check(status_obj)) {
+        PyErr_SetString(PyExc_TypeError, "response_head(): status must be an int");
+        return NULL;
+    }
+    if (!PyBool_Check(args[3]) || !PyBool_Check(args[4]) || !PyBool_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "response_head(): is_head, client_http11 and keep_alive must be bool");
+        return NULL;
+    }
+    int is_head = args[3] == Py_True;
+    int client_http11 = args[4] == Py_True;
+    int keep_alive = args[5] == Py_True;
+
+    /* Only comparisons with 200, 204 and 304 matter, so an out-of-range status is clamped. */
+    int overflow;
+    long status = PyLong_AsLongAndOverflow(status_obj, &overflow);
+    if (status == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (overflow != 0) {
+        status = overflow > 0 ? LONG_MAX : LONG_MIN;
+    }
+
+    const char *raw = PyBytes_AS_STRING(raw_obj);
+    Py_ssize_t raw_len = PyBytes_GET_SIZE(raw_obj);
+    const char *eol = NULL;
+    /* llhttp skips CR and LF before a status line, but response.py does not (it would send
+     * "HTTP/1.1HTTP/1.1 200 OK"): such a head is refused here rather than copied. */
+    if (raw_len >= 9 && memcmp(raw, "HTTP/", 5) == 0
+        && memcmp(raw + raw_len - 4, "\r\n\r\n", 4) == 0) {
+        /* The first CRLF: raw ends in one, so a CR found is never raw's last byte. */
+        eol = memchr(raw, '\r', (size_t)raw_len);
+        while (eol[1] != '\n') {
+            eol = memchr(eol + 1, '\r', (size_t)(raw + raw_len - eol - 1));
+        }
+    }
+    if (eol == NULL || eol - raw < 8) {
+        PyErr_SetString(PyExc_ValueError,
+                        "response head: not an HTTP/ status line and headers ending in a blank line");
+        return NULL;
+    }
+    Py_ssize_t status_line_len = eol - raw + 2; /* "HTTP/1.1" + raw[8:]: the same length */
+
+    Parsed parsed = {0};
+    PyObject *head = NULL, *length = NULL, *result = NULL;
+    if (parse_fields(eol + 2, raw + raw_len - 2, &parsed) < 0) {
+        goto done;
+    }
+
+    int framing;
+    int has_cl = parsed.cl_digits != NULL;
+    if (is_head || status == 204 || status == 304 || status < 200) {
+        framing = FRAMING_NONE;
+    }
+    else if (has_cl && !parsed.chunked) {
+        framing = FRAMING_LENGTH;
+    }
+    else {
+        framing = client_http11 ? FRAMING_CHUNKED : FRAMING_CLOSE;
+    }
+    int keep_alive_after = keep_alive && framing != FRAMING_CLOSE;
+    int length_line = framing != FRAMING_CHUNKED && framing != FRAMING_CLOSE && has_cl
+                      && status != 204;
+
+    Py_ssize_t total = status_line_len;
+    Py_ssize_t rid_len = PyBytes_GET_SIZE(rid_obj);
+    for (int i = 0; i < parsed.n_seg; i++) {
+        total += parsed.seg_len[i]; /* together no longer than raw */
+    }
+    if (add_len(&total, LIT_LEN("X-Request-Id: ") + 2) < 0 || add_len(&total, rid_len) < 0) {
+        goto done;
+    }
+    if (framing == FRAMING_CHUNKED) {
+        total += LIT_LEN("Transfer-Encoding: chunked\r\n");
+    }
+    else if (length_line) {
+        total += LIT_LEN("Content-Length: \r\n") + parsed.cl_len;
+    }
+    total += keep_alive_after ? 2 : LIT_LEN("Connection: close\r\n\r\n");
+
+    head = PyBytes_FromStringAndSize(NULL, total);
+    if (head == NULL) {
+        goto done;
+    }
+    char *w = PyBytes_AS_STRING(head);
+    w = PUT_LIT(w, "HTTP/1.1");
+    w = put(w, raw + 8, status_line_len - 8);
+    for (int i = 0; i < parsed.n_seg; i++) {
+        w = put(w, parsed.seg[i], parsed.seg_len[i]);
+    }
+    w = PUT_LIT(w, "X-Request-Id: ");
+    w = put(w, PyBytes_AS_STRING(rid_obj), rid_len);
+    w = PUT_LIT(w, "\r\n");
+    if (framing == FRAMING_CHUNKED) {
+        w = PUT_LIT(w, "Transfer-Encoding: chunked\r\n");
+    }
+    else if (length_line) {
+        w = PUT_LIT(w, "Content-Length: ");
+        w = put(w, parsed.cl_digits, parsed.cl_len);
+        w = PUT_LIT(w, "\r\n");
+    }
+    if (keep_alive_after) {
+        w = PUT_LIT(w, "\r\n");
+    }
+    else {
+        w = PUT_LIT(w, "Connection: close\r\n\r\n");
+    }
+    assert(w == PyBytes_AS_STRING(head) + total);
+
+    if (has_cl) {
+        length = length_to_int(parsed.cl_digits, parsed.cl_len);
+    }
+    else {
+        length = PyLong_FromLong(-1);
+    }
+    if (length == NULL) {
+        goto done;
+    }
+    result = PyTuple_New(5);
+    if (result == NULL) {
+        goto done;
+    }
+    PyObject *framing_obj = PyLong_FromLong(framing); /* a cached small int: cannot fail */
+    if (framing_obj == NULL) {
+        Py_CLEAR(result);
+        goto done;
+    }
+    PyTuple_SET_ITEM(result, 0, head);
+    PyTuple_SET_ITEM(result, 1, framing_obj);
+    PyTuple_SET_ITEM(result, 2, length);
+    PyTuple_SET_ITEM(result, 3, PyBool_FromLong(parsed.chunked));
+    PyTuple_SET_ITEM(result, 4, PyBool_FromLong(keep_alive_after));
+    head = length = NULL; /* owned by result now */
+done:
+    Py_XDECREF(head);
+    Py_XDECREF(length);
+    PyMem_Free(parsed.scratch);
+    return result;
+}
+
+/* -- request_head ----------------------------------------------------------------------------- */
+
+/* Length of the header lines of a list or tuple of (bytes, bytes) tuples; -1 with TypeError
+ * (or OverflowError) set otherwise. */
+static Py_ssize_t
+fields_len(PyObject *seq, const char *what)
+{
+    if (!PyList_Check(seq) && !PyTuple_Check(seq)) {
+        PyErr_Format(PyExc_TypeError, "request_head(): %s must be a list of (bytes, bytes)", what);
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = items[i];
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2
+            || !PyBytes_Check(PyTuple_GET_ITEM(item, 0))
+            || !PyBytes_Check(PyTuple_GET_ITEM(item, 1))) {
+            PyErr_Format(PyExc_TypeError,
+                         "request_head(): %s must be a list of (bytes, bytes), item %zd is not",
+                         what, i);
+            return -1;
+        }
+        if (add_len(&total, PyBytes_GET_SIZE(PyTuple_GET_ITEM(item, 0))) < 0
+            || add_len(&total, PyBytes_GET_SIZE(PyTuple_GET_ITEM(item, 1))) < 0
+            || add_len(&total, 4) < 0) {
+            return -1;
+        }
+    }
+    return total;
+}
+
+static char *
+put_fields(char *w, PyObject *seq)
+{
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(items[i], 0);
+        PyObject *value = PyTuple_GET_ITEM(items[i], 1);
+        w = put(w, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name));
+        w = PUT_LIT(w, ": ");
+        w = put(w, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value));
+        w = PUT_LIT(w, "\r\n");
+    }
+    return w;
+}
+
+PyDoc_STRVAR(request_head_doc,
+"request_head($module, method, target, headers, forwarded_for, proto, request_id, extra, chunked, content_length, /)\n"
+"--\n"
+"\n"
+"The upstream's request head, as forward.upstream_request_head builds it.\n"
+"\n"
+"method is bytes or an ASCII str; forwarded_for and proto are the final X-Forwarded-For and\n"
+"X-Forwarded-Proto values; content_length is -1 when the request declares none.");
+
+static PyObject *
+request_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_Format(PyExc_TypeError, "request_head() takes 9 positional arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    PyObject *method_obj = args[0], *target = args[1], *headers = args[2];
+    PyObject *forwarded_for = args[3], *proto = args[4], *request_id = args[5];
+    PyObject *extra = args[6], *chunked_obj = args[7], *length_obj = args[8];
+
+    const char *method;
+    Py_ssize_t method_len;
+    if (PyBytes_Check(method_obj)) {
+        method = PyBytes_AS_STRING(method_obj);
+        method_len = PyBytes_GET_SIZE(method_obj);
+    }
+    else if (PyUnicode_Check(method_obj)) {
+        /* For an ASCII str this is its own buffer, no copy. */
+        method = PyUnicode_AsUTF8AndSize(method_obj, &method_len);
+        if (method == NULL) {
+            return NULL;
+        }
+        if (method_len != PyUnicode_GET_LENGTH(method_obj)) {
+            PyErr_SetString(PyExc_ValueError, "request_head(): method must be ASCII");
+            return NULL;
+        }
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError, "request_head(): method must be bytes or str");
+        return NULL;
+    }
+    if (!PyBytes_Check(target) || !PyBytes_Check(forwarded_for) || !PyBytes_Check(proto)
+        || !PyBytes_Check(request_id)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "request_head(): target, forwarded_for, proto and request_id must be bytes");
+        return NULL;
+    }
+    if (!PyBool_Check(chunked_obj)) {
+        PyErr_SetString(PyExc_TypeError, "request_head(): chunked must be bool");
+        return NULL;
+    }
+    if (!PyLong_Check(length_obj)) {
+        PyErr_SetString(PyExc_TypeError, "request_head(): content_length must be an int");
+        return NULL;
+    }
+    int chunked = chunked_obj == Py_True;
+
+    /* The Content-Length digits, formatted before the headers are measured: PyNumber_ToBase is
+     * the only call here that could in principle run other code. */
+    char digits_buf[24]; /* a long long has at most 19 digits */
+    const char *digits = NULL;
+    Py_ssize_t n_digits = 0;
+    PyObject *big = NULL, *result = NULL;
+    int overflow;
+    long long length = PyLong_AsLongLongAndOverflow(length_obj, &overflow);
+    if (length == -1 && overflow == 0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (overflow < 0 || (overflow == 0 && length < -1)) {
+        PyErr_SetString(PyExc_ValueError, "request_head(): content_length must be -1 or more");
+        return NULL;
+    }
+    if (!chunked && overflow > 0) {
+        big = PyNumber_ToBase(length_obj, 10);
+        if (big == NULL) {
+            return NULL;
+        }
+        digits = PyUnicode_AsUTF8AndSize(big, &n_digits);
+        if (digits == NULL) {
+            goto done;
+        }
+    }
+    else if (!chunked && length >= 0) {
+        char *end = digits_buf + sizeof(digits_buf);
+        char *d = end;
+        unsigned long long v = (unsigned long long)length;
+        do {
+            *--d = (char)('0' + v % 10);
+            v /= 10;
+        } while (v != 0);
+        digits = d;
+        n_digits = end - d;
+    }
+
+    Py_ssize_t headers_len = fields_len(headers, "headers");
+    if (headers_len < 0) {
+        goto done;
+    }
+    Py_ssize_t extra_len = fields_len(extra, "extra");
+    if (extra_len < 0) {
+        goto done;
+    }
+    Py_ssize_t total = 0;
+    if (add_len(&total, method_len) < 0
+        || add_len(&total, PyBytes_GET_SIZE(target)) < 0
+        || add_len(&total, headers_len) < 0
+        || add_len(&total, extra_len) < 0
+        || add_len(&total, PyBytes_GET_SIZE(forwarded_for)) < 0
+        || add_len(&total, PyBytes_GET_SIZE(proto)) < 0
+        || add_len(&total, PyBytes_GET_SIZE(request_id)) < 0
+        || add_len(&total, n_digits) < 0) {
+        goto done;
+    }
+    Py_ssize_t fixed = LIT_LEN(" ") + LIT_LEN(" HTTP/1.1\r\n")
+                       + LIT_LEN("X-Forwarded-For: \r\n") + LIT_LEN("X-Forwarded-Proto: \r\n")
+                       + LIT_LEN("X-Request-Id: \r\n") + LIT_LEN("\r\n");
+    if (chunked) {
+        fixed += LIT_LEN("Transfer-Encoding: chunked\r\n");
+    }
+    else if (digits != NULL) {
+        fixed += LIT_LEN("Content-Length: \r\n");
+    }
+    if (add_len(&total, fixed) < 0) {
+        goto done;
+    }
+
+    result = PyBytes_FromStringAndSize(NULL, total);
+    if (result == NULL) {
+        goto done;
+    }
+    char *w = PyBytes_AS_STRING(result);
+    w = put(w, method, method_len);
+    w = PUT_LIT(w, " ");
+    w = put(w, PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target));
+    w = PUT_LIT(w, " HTTP/1.1\r\n");
+    w = put_fields(w, headers);
+    w = PUT_LIT(w, "X-Forwarded-For: ");
+    w = put(w, PyBytes_AS_STRING(forwarded_for), PyBytes_GET_SIZE(forwarded_for));
+    w = PUT_LIT(w, "\r\nX-Forwarded-Proto: ");
+    w = put(w, PyBytes_AS_STRING(proto), PyBytes_GET_SIZE(proto));
+    w = PUT_LIT(w, "\r\nX-Request-Id: ");
+    w = put(w, PyBytes_AS_STRING(request_id), PyBytes_GET_SIZE(request_id));
+    w = PUT_LIT(w, "\r\n");
+    w = put_fields(w, extra);
+    if (chunked) {
+        w = PUT_LIT(w, "Transfer-Encoding: chunked\r\n");
+    }
+    else if (digits != NULL) {
+        w = PUT_LIT(w, "Content-Length: ");
+        w = put(w, digits, n_digits);
+        w = PUT_LIT(w, "\r\n");
+    }
+    w = PUT_LIT(w, "\r\n");
+    assert(w == PyBytes_AS_STRING(result) + total);
+done:
+    Py_XDECREF(big);
+    return result;
+}
+
+/* -- module ----------------------------------------------------------------------------------- */
+
+static PyMethodDef speedups_methods[] = {
+    {"response_head", (PyCFunction)(void (*)(void))response_head, METH_FASTCALL, response_head_doc},
+    {"request_head", (PyCFunction)(void (*)(void))request_head, METH_FASTCALL, request_head_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyModuleDef_Slot speedups_slots[] = {
+    {0, NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "fastproxy.http._speedups",
+    .m_doc = "C versions of the per-request head rewrites; see response.py and forward.py.",
+    .m_size = 0,
+    .m_methods = speedups_methods,
+    .m_slots = speedups_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    return PyModuleDef_Init(&speedups_module);
+}
