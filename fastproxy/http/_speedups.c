@@ -8,15 +8,18 @@
  *
  * response_head() is parse_response_head + choose_framing + build_response_head from
  * fastproxy/http/response.py. Its input is a head llhttp accepted, so every header line is
- * "name:value\r\n" with a token name. The structure is still checked (a bare CR or LF, an empty or
- * colon-less line, a missing blank line raise ValueError) so that no input can read out of
+ * "name:value\r\n" with a token name. The structure is still checked (a bare CR or LF, an empty
+ * or colon-less line, a missing blank line raise ValueError) so that no input can read out of
  * bounds. One head llhttp accepts is refused too: one with CR or LF before "HTTP/", which
- * response.py would turn into a corrupt status line. Like the Python it has two paths whose results differ only for heads llhttp refuses
- * (a space before the colon, a repeated Content-Length): the fast path when no rare header is
- * present cuts the first "Content-Length:" and a lone plain "Connection:" line; anything else
- * takes the slow path, which cuts every hop-by-hop line and, when Connection names headers,
- * those too. A rare header is what response.py's _RARE matches: keep-alive, proxy-[a-z-]*, te,
- * trailer, transfer-encoding, upgrade, x-request-id, before optional SP/HTAB and the colon.
+ * response.py would turn into a corrupt status line. Whenever a head is not refused, the result
+ * is the Python's, whatever the bytes.
+ *
+ * Like the Python it has two paths, whose results differ only for heads llhttp refuses (a space
+ * before the colon, a repeated Content-Length): when no rare header is present, the fast path
+ * cuts the first "Content-Length:" and a lone plain "Connection:" line; anything else takes the
+ * slow path, which cuts every hop-by-hop line and, when Connection names headers, those too. A
+ * rare header is what response.py's _RARE matches: keep-alive, proxy-[a-z-]*, te, trailer,
+ * transfer-encoding, upgrade or x-request-id, then optional SP/HTAB and the colon.
  *
  * request_head() is forward.upstream_request_head with X-Forwarded-For and X-Forwarded-Proto
  * already resolved by the caller.

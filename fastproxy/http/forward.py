@@ -13,7 +13,7 @@ from __future__ import annotations
 from fastproxy.http.request import RequestHead
 from fastproxy.net import Network, in_networks
 
-__all__ = ["chunk", "client_address", "upstream_request_head"]
+__all__ = ["chunk", "client_address", "request_head", "request_head_reference", "upstream_request_head"]
 
 LAST_CHUNK = b"0\r\n\r\n"
 
@@ -33,6 +33,42 @@ def client_address(peer: str, forwarded_for: bytes | None, trusted: tuple[Networ
     return hops[0] or peer
 
 
+def request_head_reference(
+    method: bytes | str,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    forwarded_for: bytes,
+    proto: bytes,
+    request_id: bytes,
+    extra: list[tuple[bytes, bytes]],
+    chunked: bool,
+    content_length: int,
+) -> bytes:
+    """The head sent upstream (content_length -1: none); pure-Python twin of _speedups.request_head."""
+    if isinstance(method, str):
+        method = method.encode("ascii")
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        parts.append(name + b": " + value + b"\r\n")
+    parts.append(b"X-Forwarded-For: " + forwarded_for + b"\r\n")
+    parts.append(b"X-Forwarded-Proto: " + proto + b"\r\n")
+    parts.append(b"X-Request-Id: " + request_id + b"\r\n")
+    for name, value in extra:
+        parts.append(name + b": " + value + b"\r\n")
+    if chunked:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    elif content_length != -1:
+        parts.append(b"Content-Length: %d\r\n" % content_length)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+try:
+    from fastproxy.http._speedups import request_head as request_head
+except ImportError:  # pragma: no cover - only without a compiler
+    request_head = request_head_reference
+
+
 def upstream_request_head(
     head: RequestHead,
     peer: bytes,
@@ -41,25 +77,23 @@ def upstream_request_head(
     request_id: bytes,
     extra: list[tuple[bytes, bytes]],
 ) -> bytes:
-    parts = [head.method.encode("ascii"), b" ", head.target, b" HTTP/1.1\r\n"]
-    for name, value in head.headers:
-        parts.append(name + b": " + value + b"\r\n")
-    if peer_trusted and head.forwarded_for is not None:
-        parts.append(b"X-Forwarded-For: " + head.forwarded_for + b", " + peer + b"\r\n")
-    else:
-        parts.append(b"X-Forwarded-For: " + peer + b"\r\n")
-    if peer_trusted and head.forwarded_proto is not None:
-        proto = head.forwarded_proto
-    parts.append(b"X-Forwarded-Proto: " + proto + b"\r\n")
-    parts.append(b"X-Request-Id: " + request_id + b"\r\n")
-    for name, value in extra:
-        parts.append(name + b": " + value + b"\r\n")
-    if head.chunked:
-        parts.append(b"Transfer-Encoding: chunked\r\n")
-    elif head.content_length is not None:
-        parts.append(b"Content-Length: %d\r\n" % head.content_length)
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    forwarded_for = peer
+    if peer_trusted:
+        if head.forwarded_for is not None:
+            forwarded_for = head.forwarded_for + b", " + peer
+        if head.forwarded_proto is not None:
+            proto = head.forwarded_proto
+    return request_head(
+        head.method,
+        head.target,
+        head.headers,
+        forwarded_for,
+        proto,
+        request_id,
+        extra,
+        head.chunked,
+        -1 if head.content_length is None else head.content_length,
+    )
 
 
 def chunk(data: bytes) -> bytes:

@@ -173,3 +173,25 @@ def build_response_head(
             b"Connection: close\r\n\r\n" if close else b"\r\n",
         )
     )
+
+
+def response_head_reference(
+    raw: bytes, request_id: bytes, status: int, is_head: bool, client_http11: bool, keep_alive: bool
+) -> tuple[bytes, int, int, bool, bool]:
+    """The client's head for an upstream head ``raw`` (llhttp-accepted, starting at its status line).
+
+    Returns (client head, framing, declared length or -1, upstream chunked, keep the client
+    connection alive). The pure-Python reference of ``_speedups.response_head``.
+    """
+    head = parse_response_head(raw)
+    framing = choose_framing(status, "HEAD" if is_head else "GET", head, "1.1" if client_http11 else "1.0")
+    keep_alive = keep_alive and framing != Framing.CLOSE
+    client_head = build_response_head(status, head, framing, request_id, not keep_alive)
+    length = -1 if head.content_length is None else head.content_length
+    return client_head, framing, length, head.upstream_chunked, keep_alive
+
+
+try:
+    from fastproxy.http._speedups import response_head as response_head
+except ImportError:  # pragma: no cover - only without a compiler
+    response_head = response_head_reference

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastproxy.config import Config, ConfigError
+from fastproxy.http import SPEEDUPS
 from fastproxy.net import Address
 from fastproxy.server import sockets
 from fastproxy.server.heartbeat import READY, HeartbeatTable
@@ -103,6 +104,10 @@ class Master:
         self._write_pid_file()
         for warning in self.config.warnings:
             log.warning("%s", warning)
+        if not SPEEDUPS:
+            log.warning(
+                "fastproxy.http._speedups is not built (no C compiler at install?): slower pure-Python path"
+            )
         log.info(
             "listening on %s, %d workers%s",
             ", ".join(str(a) for a in self.config.listen),

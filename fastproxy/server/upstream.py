@@ -31,12 +31,7 @@ import httptools
 
 from fastproxy.config.model import Upstream
 from fastproxy.http.forward import LAST_CHUNK
-from fastproxy.http.response import (
-    Framing,
-    build_response_head,
-    choose_framing,
-    parse_response_head,
-)
+from fastproxy.http.response import Framing, response_head
 from fastproxy.server.state import INF, WorkerState
 
 if TYPE_CHECKING:
@@ -262,6 +257,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         buf = self.head_buf
+        if buf[:1] == b"\r" or buf[:1] == b"\n":
+            buf = buf.lstrip(b"\r\n")  # llhttp skips blank lines before a status line
         end = buf.index(b"\r\n\r\n") + 4
         self.head_buf = buf[end:]  # an interim response may be followed by the final head
         status = self.parser.get_status_code()
@@ -272,18 +269,19 @@ class UpstreamConnection(asyncio.Protocol):
             return
         exchange = self.exchange
         assert exchange is not None
-        head = parse_response_head(buf[:end])
+        head = exchange.head
+        client_head, framing, length, chunked, exchange.keep_alive = response_head(
+            buf[:end],
+            exchange.request_id,
+            status,
+            head.method == "HEAD",
+            head.version == "1.1",
+            exchange.keep_alive,
+        )
         self.head_buf = b""
-        framing = choose_framing(status, exchange.head.method, head, exchange.head.version)
-        if framing == Framing.CLOSE:
-            exchange.keep_alive = False
         self.framing = framing
-        self.until_close = (
-            framing != Framing.NONE and head.content_length is None and not head.upstream_chunked
-        )
-        self.out.append(
-            build_response_head(status, head, framing, exchange.request_id, not exchange.keep_alive)
-        )
+        self.until_close = framing != Framing.NONE and length == -1 and not chunked
+        self.out.append(client_head)
         self.started = True
         exchange.status = status
         exchange.response_started = True

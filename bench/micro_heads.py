@@ -1,0 +1,114 @@
+"""Per-call cost of the two head rewrites, pure Python against fastproxy.http._speedups.
+
+``python -m bench.micro_heads [--number N] [--repeat R]`` prints microseconds per call (the
+minimum over the repeats) for typical heads: an nginx response head (the fast path), one whose
+Connection header names another header (the slow path), and a browser-like request head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import timeit
+from collections.abc import Callable
+
+from fastproxy.http import _speedups
+from fastproxy.http.forward import upstream_request_head
+from fastproxy.http.request import RequestHead
+from fastproxy.http.response import Framing, build_response_head, choose_framing, parse_response_head
+
+NGINX = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Server: nginx/1.24.0\r\n"
+    b"Date: Mon, 01 Jan 2024 00:00:00 GMT\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Content-Length: 1234\r\n"
+    b"Connection: keep-alive\r\n"
+    b'ETag: "65a1-4d2"\r\n'
+    b"Accept-Ranges: bytes\r\n"
+    b"\r\n"
+)
+NAMING = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Server: gunicorn\r\n"
+    b"Date: Mon, 01 Jan 2024 00:00:00 GMT\r\n"
+    b"Connection: keep-alive, X-Internal\r\n"
+    b"X-Internal: 1\r\n"
+    b"Content-Type: text/html; charset=utf-8\r\n"
+    b"Transfer-Encoding: chunked\r\n"
+    b"\r\n"
+)
+REQUEST_ID = b"7f3c2a9e4b1d4c8e"
+
+
+def python_response(raw: bytes, status: int, is_head: bool, client_http11: bool, keep_alive: bool) -> object:
+    # What upstream.on_headers_complete does today, as one call.
+    head = parse_response_head(raw)
+    framing = choose_framing(status, "HEAD" if is_head else "GET", head, "1.1" if client_http11 else "1.0")
+    keep_alive_after = keep_alive and framing != Framing.CLOSE
+    return build_response_head(status, head, framing, REQUEST_ID, not keep_alive_after)
+
+
+def request() -> RequestHead:
+    headers = [
+        (b"Host", b"api.example.com"),
+        (b"User-Agent", b"Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"),
+        (b"Accept", b"application/json"),
+        (b"Accept-Encoding", b"gzip, deflate, br"),
+        (b"Authorization", b"Bearer eyJhbGciOiJIUzI1NiJ9.e30.ZRrHA1JJJW8opsbCGfG_HACGpVUMN_a9IV7pAx_Zmeo"),
+    ]
+    return RequestHead("GET", b"/api/v1/items?page=2", "/api/v1/items", "1.1", headers, True)
+
+
+def per_call_us(stmt: Callable[[], object], number: int, repeat: int) -> float:
+    return min(timeit.repeat(stmt, number=number, repeat=repeat)) / number * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--number", type=int, default=100_000, help="calls per timing")
+    parser.add_argument("--repeat", type=int, default=7, help="timings; the fastest is kept")
+    args = parser.parse_args()
+
+    head = request()
+    extra = [(b"X-Auth-Subject", b"alice"), (b"X-Auth-Method", b"jwt")]
+    peer, proto = b"203.0.113.9", b"http"
+    cases: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
+        (
+            "response_head (nginx, fast path)",
+            lambda: python_response(NGINX, 200, False, True, True),
+            lambda: _speedups.response_head(NGINX, REQUEST_ID, 200, False, True, True),
+        ),
+        (
+            "response_head (Connection names a header)",
+            lambda: python_response(NAMING, 200, False, True, True),
+            lambda: _speedups.response_head(NAMING, REQUEST_ID, 200, False, True, True),
+        ),
+        (
+            "request_head (5 headers, 2 extra)",
+            lambda: upstream_request_head(head, peer, False, proto, REQUEST_ID, extra),
+            # With the conversions a caller makes: the method stays a str, None becomes -1.
+            lambda: _speedups.request_head(
+                head.method,
+                head.target,
+                head.headers,
+                peer,
+                proto,
+                REQUEST_ID,
+                extra,
+                head.chunked,
+                -1 if head.content_length is None else head.content_length,
+            ),
+        ),
+    ]
+    for name, python, c in cases:
+        got = c()
+        assert python() == (got[0] if isinstance(got, tuple) else got), name
+    print(f"{'':44} {'Python us':>10} {'C us':>8} {'speedup':>8}")
+    for name, python, c in cases:
+        py_us = per_call_us(python, args.number, args.repeat)
+        c_us = per_call_us(c, args.number, args.repeat)
+        print(f"{name:44} {py_us:10.3f} {c_us:8.3f} {py_us / c_us:7.1f}x")
+
+
+if __name__ == "__main__":
+    main()
