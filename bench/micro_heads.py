@@ -2,7 +2,8 @@
 
 ``python -m bench.micro_heads [--number N] [--repeat R]`` prints microseconds per call (the
 minimum over the repeats) for typical heads: an nginx response head (the fast path), one whose
-Connection header names another header (the slow path), and a browser-like request head.
+Connection header names another header (the slow path), and a browser-like request head, read
+(parse_head against scan_request, alone and with the RequestHead built from its tuple) and written.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 
 from fastproxy.http import _speedups
 from fastproxy.http.forward import upstream_request_head
-from fastproxy.http.request import RequestHead
+from fastproxy.http.request import RequestHead, parse_head
 from fastproxy.http.response import Framing, build_response_head, choose_framing, parse_response_head
 
 NGINX = (
@@ -38,6 +39,13 @@ NAMING = (
     b"\r\n"
 )
 REQUEST_ID = b"7f3c2a9e4b1d4c8e"
+BROWSER_HEADERS = [
+    (b"Host", b"api.example.com"),
+    (b"User-Agent", b"Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"),
+    (b"Accept", b"application/json"),
+    (b"Accept-Encoding", b"gzip, deflate, br"),
+    (b"Authorization", b"Bearer eyJhbGciOiJIUzI1NiJ9.e30.ZRrHA1JJJW8opsbCGfG_HACGpVUMN_a9IV7pAx_Zmeo"),
+]
 
 
 def python_response(raw: bytes, status: int, is_head: bool, client_http11: bool, keep_alive: bool) -> object:
@@ -49,14 +57,75 @@ def python_response(raw: bytes, status: int, is_head: bool, client_http11: bool,
 
 
 def request() -> RequestHead:
-    headers = [
+    return RequestHead("GET", b"/api/v1/items?page=2", "/api/v1/items", "1.1", list(BROWSER_HEADERS), True)
+
+
+# parse_head's arguments as RequestParser passes them: a browser-like GET, and a POST that goes
+# through more of the rules (absolute form, Connection naming a header, X-Forwarded-For, a length).
+READ_BROWSER = ("GET", b"/api/v1/items?page=2", "1.1", BROWSER_HEADERS, True, 1 << 20)
+READ_RULES = (
+    "POST",
+    b"http://api.example.com/api/v1/items",
+    "1.1",
+    [
         (b"Host", b"api.example.com"),
-        (b"User-Agent", b"Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"),
-        (b"Accept", b"application/json"),
-        (b"Accept-Encoding", b"gzip, deflate, br"),
-        (b"Authorization", b"Bearer eyJhbGciOiJIUzI1NiJ9.e30.ZRrHA1JJJW8opsbCGfG_HACGpVUMN_a9IV7pAx_Zmeo"),
-    ]
-    return RequestHead("GET", b"/api/v1/items?page=2", "/api/v1/items", "1.1", headers, True)
+        (b"Connection", b"keep-alive, X-Trace"),
+        (b"X-Trace", b"1"),
+        (b"X-Forwarded-For", b"198.51.100.7"),
+        (b"Content-Type", b"application/json"),
+        (b"Content-Length", b"512"),
+    ],
+    True,
+    1 << 20,
+)
+HEAD_FIELDS = (
+    "target",
+    "path",
+    "headers",
+    "content_length",
+    "chunked",
+    "host",
+    "request_id",
+    "forwarded_for",
+    "forwarded_proto",
+    "expect_continue",
+)
+
+
+def scanned_head(
+    method: str,
+    url: bytes,
+    version: str,
+    raw_headers: list[tuple[bytes, bytes]],
+    keep_alive: bool,
+    max_body_bytes: int,
+) -> RequestHead:
+    # What parse_head would do with scan_request: the RequestHead built from its tuple.
+    (
+        target,
+        path,
+        headers,
+        content_length,
+        chunked,
+        host,
+        request_id,
+        forwarded_for,
+        forwarded_proto,
+        expect_continue,
+    ) = _speedups.scan_request(method, url, version, raw_headers, keep_alive, max_body_bytes)
+    head = RequestHead(method, target, path, version, headers, keep_alive)
+    head.content_length = content_length
+    head.chunked = chunked
+    head.host = host
+    head.request_id = request_id
+    head.forwarded_for = forwarded_for
+    head.forwarded_proto = forwarded_proto
+    head.expect_continue = expect_continue
+    return head
+
+
+def head_fields(head: object) -> tuple[object, ...]:
+    return tuple(getattr(head, name) for name in HEAD_FIELDS)
 
 
 def per_call_us(stmt: Callable[[], object], number: int, repeat: int) -> float:
@@ -99,10 +168,35 @@ def main() -> None:
                 -1 if head.content_length is None else head.content_length,
             ),
         ),
+        (
+            "parse_head (5 headers) / scan_request",
+            lambda: parse_head(*READ_BROWSER),
+            lambda: _speedups.scan_request(*READ_BROWSER),
+        ),
+        (
+            "parse_head (5 headers) / + RequestHead",
+            lambda: parse_head(*READ_BROWSER),
+            lambda: scanned_head(*READ_BROWSER),
+        ),
+        (
+            "parse_head (absolute, Connection) / scan",
+            lambda: parse_head(*READ_RULES),
+            lambda: _speedups.scan_request(*READ_RULES),
+        ),
+        (
+            "parse_head (absolute, Connection) / + head",
+            lambda: parse_head(*READ_RULES),
+            lambda: scanned_head(*READ_RULES),
+        ),
     ]
     for name, python, c in cases:
-        got = c()
-        assert python() == (got[0] if isinstance(got, tuple) else got), name
+        expected, got = python(), c()
+        if isinstance(expected, RequestHead):
+            expected = head_fields(expected)
+            got = head_fields(got) if isinstance(got, RequestHead) else got
+        else:
+            got = got[0] if isinstance(got, tuple) else got
+        assert expected == got, name
     print(f"{'':44} {'Python us':>10} {'C us':>8} {'speedup':>8}")
     for name, python, c in cases:
         py_us = per_call_us(python, args.number, args.repeat)

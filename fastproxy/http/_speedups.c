@@ -1,10 +1,10 @@
-/* fastproxy.http._speedups: the two per-request head rewrites, in C.
+/* fastproxy.http._speedups: the per-request head checks and rewrites, in C.
  *
  * Theory of operation
  * -------------------
- * Both functions are byte-for-byte twins of pure-Python code that stays the reference and the
- * fallback; tests/http/test_speedups.py checks them against each other on fixed and generated
- * heads. Any change to one side needs the same change on the other.
+ * Every function is a byte-for-byte twin of pure-Python code that stays the reference and the
+ * fallback; tests/http/test_speedups.py and test_speedups_request.py check them against each
+ * other on fixed and generated heads. Any change to one side needs the same change on the other.
  *
  * response_head() is parse_response_head + choose_framing + build_response_head from
  * fastproxy/http/response.py. Its input is a head llhttp accepted, so every header line is
@@ -23,6 +23,14 @@
  *
  * request_head() is forward.upstream_request_head with X-Forwarded-For and X-Forwarded-Proto
  * already resolved by the caller.
+ *
+ * scan_request() is request.parse_head (with _split_target) less the RequestHead: the same
+ * checks in the same order, so that a head with several faults gets the same (status, reason),
+ * raised as HeadError(status, reason, detail) for the caller to turn into ProtocolError. Its
+ * regular expressions are replaced by scans that match the same strings (see each one). Its
+ * (name, value) pairs are taken, and held, before anything is allocated that could run the
+ * garbage collector, and so finalizers that might change raw_headers; a Content-Length that is
+ * not plain digits is read by int() itself, on an exact bytes object.
  *
  * Every output is sized exactly first and filled second; nothing is written past the size
  * computed, and no Python code runs between the two passes (all arguments are exact builtin
@@ -852,25 +860,780 @@ done:
     return result;
 }
 
+/* -- scan_request ----------------------------------------------------------------------------- */
+
+/* What parse_head does with a header, by its lower-cased name. */
+enum {
+    R_KEEP,              /* passed on */
+    R_HOST,              /* passed on, and checked */
+    R_DROP,              /* dropped, nothing else: hop-by-hop, X-Auth-*, other X-Forwarded-* */
+    R_CONTENT_LENGTH,
+    R_TRANSFER_ENCODING,
+    R_CONNECTION,
+    R_REQUEST_ID,
+    R_FORWARDED_FOR,
+    R_FORWARDED_PROTO,
+    R_EXPECT,
+    R_UPGRADE,
+};
+
+/* request.py's _DROPPED names first, then the X-Forwarded-* / X-Auth-* prefixes. */
+static int
+classify_request(const char *name, Py_ssize_t n)
+{
+    switch (n) {
+    case 2:
+        if (EQ(name, n, "te")) return R_DROP;
+        break;
+    case 4:
+        if (EQ(name, n, "host")) return R_HOST;
+        break;
+    case 6:
+        if (EQ(name, n, "expect")) return R_EXPECT;
+        break;
+    case 7:
+        if (EQ(name, n, "upgrade")) return R_UPGRADE;
+        if (EQ(name, n, "trailer")) return R_DROP;
+        break;
+    case 10:
+        if (EQ(name, n, "connection")) return R_CONNECTION;
+        if (EQ(name, n, "keep-alive")) return R_DROP;
+        break;
+    case 12:
+        if (EQ(name, n, "x-request-id")) return R_REQUEST_ID;
+        break;
+    case 14:
+        if (EQ(name, n, "content-length")) return R_CONTENT_LENGTH;
+        break;
+    case 15:
+        if (EQ(name, n, "x-forwarded-for")) return R_FORWARDED_FOR;
+        break;
+    case 16:
+        if (EQ(name, n, "proxy-connection")) return R_DROP;
+        break;
+    case 17:
+        if (EQ(name, n, "transfer-encoding")) return R_TRANSFER_ENCODING;
+        if (EQ(name, n, "x-forwarded-proto")) return R_FORWARDED_PROTO;
+        break;
+    case 19:
+        if (EQ(name, n, "proxy-authorization")) return R_DROP;
+        break;
+    default:
+        break;
+    }
+    /* Also X-Auth-Subject, -Roles and -Method, which _DROPPED names. */
+    if (n >= 7 && (EQ(name, 7, "x-auth-") || (n >= 12 && EQ(name, 12, "x-forwarded-")))) {
+        return R_DROP;
+    }
+    return R_KEEP;
+}
+
+/* a[0:n] and b[0:n] are equal once both are lower-cased. */
+static int
+eq_nocase(const char *a, const char *b, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (lower((unsigned char)a[i]) != lower((unsigned char)b[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static inline int
+is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static inline int
+is_alnum(unsigned char c)
+{
+    return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+/* request.py's _HOST.fullmatch: "[" [0-9A-Fa-f:.]+ "]", or any run of reg-name characters (none
+ * at all included), then optionally ":" and any digits. Neither alternative's characters include
+ * ":" or "[", so the first character decides the alternative and no backtracking is needed. */
+static int
+host_matches(const char *s, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    if (n > 0 && s[0] == '[') {
+        for (i = 1; i < n; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (!(is_digit(c) || (lower(c) >= 'a' && lower(c) <= 'f') || c == ':' || c == '.')) {
+                break;
+            }
+        }
+        if (i == 1 || i == n || s[i] != ']') {
+            return 0;
+        }
+        i++;
+    }
+    else {
+        for (; i < n; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (!is_alnum(c) && (c == 0 || strchr("._~!$&'()*+,;=%-", c) == NULL)) {
+                break;
+            }
+        }
+    }
+    if (i == n) {
+        return 1;
+    }
+    if (s[i] != ':') {
+        return 0;
+    }
+    for (i++; i < n; i++) {
+        if (!is_digit((unsigned char)s[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* request.py's _REQUEST_ID.fullmatch: 1 to 128 of [A-Za-z0-9._-]. */
+static int
+request_id_ok(const char *s, Py_ssize_t n)
+{
+    if (n < 1 || n > 128) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!is_alnum(c) && c != '.' && c != '_' && c != '-') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* _split_target's dot-segment check, on the path bytes (latin-1 is one byte a character).
+ *
+ * The Python first replaces %2e %2E %2f %2F %5c %5C by ". . / / \ \", one pattern after the
+ * other. Each pattern starts with "%" and holds no other "%", and each replacement is a
+ * character no pattern contains, so no two matches overlap and no replacement makes a new
+ * match: one left-to-right pass that decodes the six gives the same string. Then
+ * _DOT_SEGMENT, (?:^|[/\\])\.{1,2}(?:[/\\;]|$), is searched for: a segment (from the start or
+ * after "/" or "\") of one or two dots, ended by "/", "\", ";" (a path parameter) or $. Without MULTILINE, $ also
+ * matches before a newline that ends the string; decoding makes no newline, so that is a last
+ * path byte "\n". */
+static int
+has_dot_segment(const char *s, Py_ssize_t n)
+{
+    int dots = 0; /* dots since the segment began; -1 once it holds anything else */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '%' && n - i > 2) {
+            unsigned char hi = (unsigned char)s[i + 1], lo = lower((unsigned char)s[i + 2]);
+            if (hi == '2' && lo == 'e') {
+                c = '.';
+                i += 2;
+            }
+            else if (hi == '2' && lo == 'f') {
+                c = '/';
+                i += 2;
+            }
+            else if (hi == '5' && lo == 'c') {
+                c = '\\';
+                i += 2;
+            }
+        }
+        if (c == '/' || c == '\\') {
+            if (dots == 1 || dots == 2) {
+                return 1;
+            }
+            dots = 0;
+        }
+        else if (c == '.') {
+            if (dots >= 0) {
+                dots++;
+            }
+        }
+        else if (c == ';' && (dots == 1 || dots == 2)) {
+            return 1; /* "..;x": a dot segment with a path parameter, as Tomcat reads it */
+        }
+        else {
+            if (c == '\n' && i == n - 1 && (dots == 1 || dots == 2)) {
+                return 1;
+            }
+            dots = -1;
+        }
+    }
+    return dots == 1 || dots == 2;
+}
+
+/* int(value.strip()), as parse_head reads Content-Length: a short run of digits directly,
+ * anything else (a sign, underscores, many digits, garbage) by int() itself, so that the value or
+ * the ValueError is the Python's. */
+static PyObject *
+content_length(PyObject *value)
+{
+    const char *s = PyBytes_AS_STRING(value);
+    Py_ssize_t n = PyBytes_GET_SIZE(value);
+    strip(&s, &n);
+    if (n > 0 && n <= 18) {
+        long long v = 0;
+        Py_ssize_t i = 0;
+        for (; i < n && is_digit((unsigned char)s[i]); i++) {
+            v = v * 10 + (s[i] - '0');
+        }
+        if (i == n) {
+            return PyLong_FromLongLong(v);
+        }
+    }
+    /* int() of an exact bytes object runs no Python code. */
+    PyObject *stripped = PyBytes_FromStringAndSize(s, n);
+    if (stripped == NULL) {
+        return NULL;
+    }
+    PyObject *result = PyObject_CallOneArg((PyObject *)&PyLong_Type, stripped);
+    Py_DECREF(stripped);
+    return result;
+}
+
+typedef struct {
+    PyObject *head_error;
+    PyObject *host_name; /* b"Host" */
+} SpeedupsState;
+
+static inline SpeedupsState *
+get_state(PyObject *module)
+{
+    return (SpeedupsState *)PyModule_GetState(module);
+}
+
+/* Raises HeadError(status, reason, detail), ProtocolError's arguments. */
+static void
+head_error(SpeedupsState *st, int status, const char *reason, const char *detail)
+{
+    PyObject *args = Py_BuildValue("(iss)", status, reason, detail);
+    if (args != NULL) {
+        PyErr_SetObject(st->head_error, args);
+        Py_DECREF(args);
+    }
+}
+
+typedef struct {
+    const char *s;
+    Py_ssize_t n;
+} Span;
+
+typedef struct {
+    PyObject *item; /* a strong reference to the (name, value) tuple */
+    int kind;
+} ReqField;
+
+#define FIELDS_ON_STACK 32
+#define TOKENS_ON_STACK 16
+
+static inline PyObject *
+field_name(const ReqField *f)
+{
+    return PyTuple_GET_ITEM(f->item, 0);
+}
+
+static inline PyObject *
+field_value(const ReqField *f)
+{
+    return PyTuple_GET_ITEM(f->item, 1);
+}
+
+/* Adds the headers a Connection value names to *tokens (the stripped tokens but close,
+ * keep-alive and empty ones, which parse_head takes out of the set). */
+static int
+add_named(PyObject *value, Span **tokens, Py_ssize_t *n_tokens, Py_ssize_t *cap, Span *on_stack)
+{
+    const char *s = PyBytes_AS_STRING(value);
+    const char *end = s + PyBytes_GET_SIZE(value);
+    while (1) {
+        const char *comma = memchr(s, ',', (size_t)(end - s));
+        const char *stop = comma != NULL ? comma : end;
+        const char *token = s;
+        Py_ssize_t token_len = stop - s;
+        strip(&token, &token_len);
+        if (token_len != 0 && !EQ(token, token_len, "close") && !EQ(token, token_len, "keep-alive")) {
+            if (*n_tokens == *cap) {
+                if (*cap > PY_SSIZE_T_MAX / 2 / (Py_ssize_t)sizeof(Span)) {
+                    PyErr_NoMemory();
+                    return -1;
+                }
+                Py_ssize_t new_cap = *cap * 2;
+                Span *grown;
+                if (*tokens == on_stack) {
+                    grown = PyMem_Malloc((size_t)new_cap * sizeof(Span));
+                    if (grown != NULL) {
+                        memcpy(grown, on_stack, (size_t)*n_tokens * sizeof(Span));
+                    }
+                }
+                else {
+                    grown = PyMem_Realloc(*tokens, (size_t)new_cap * sizeof(Span));
+                }
+                if (grown == NULL) {
+                    PyErr_NoMemory();
+                    return -1;
+                }
+                *tokens = grown;
+                *cap = new_cap;
+            }
+            (*tokens)[*n_tokens].s = token;
+            (*tokens)[(*n_tokens)++].n = token_len;
+        }
+        if (comma == NULL) {
+            return 0;
+        }
+        s = comma + 1;
+    }
+}
+
+static int
+connection_names(const char *name, Py_ssize_t n, const Span *tokens, Py_ssize_t n_tokens)
+{
+    for (Py_ssize_t i = 0; i < n_tokens; i++) {
+        if (tokens[i].n == n && eq_nocase(tokens[i].s, name, n)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(scan_request_doc,
+"scan_request($module, method, url, version, raw_headers, keep_alive, max_body_bytes, /)\n"
+"--\n"
+"\n"
+"request.parse_head's checks and header stripping, without building the RequestHead.\n"
+"\n"
+"Returns (target, path, headers, content_length, chunked, host, request_id, forwarded_for,\n"
+"forwarded_proto, expect_continue); raises HeadError(status, reason, detail) where parse_head\n"
+"raises ProtocolError(status, reason, detail), with the same status and reason.");
+
+static PyObject *
+scan_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "scan_request() takes 6 positional arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    SpeedupsState *st = get_state(module);
+    PyObject *url = args[1], *version = args[2], *raw = args[3], *max_body = args[5];
+    if (!PyUnicode_Check(args[0]) || !PyUnicode_Check(version)) {
+        PyErr_SetString(PyExc_TypeError, "scan_request(): method and version must be str");
+        return NULL;
+    }
+    if (!PyBytes_Check(url)) {
+        PyErr_SetString(PyExc_TypeError, "scan_request(): url must be bytes");
+        return NULL;
+    }
+    if (!PyList_Check(raw) && !PyTuple_Check(raw)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "scan_request(): raw_headers must be a list of (bytes, bytes)");
+        return NULL;
+    }
+    if (!PyBool_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "scan_request(): keep_alive must be bool");
+        return NULL;
+    }
+    if (!PyLong_Check(max_body)) {
+        PyErr_SetString(PyExc_TypeError, "scan_request(): max_body_bytes must be an int");
+        return NULL;
+    }
+
+    ReqField fields_on_stack[FIELDS_ON_STACK];
+    Span tokens_on_stack[TOKENS_ON_STACK];
+    ReqField *fields = fields_on_stack;
+    Span *tokens = tokens_on_stack;
+    Py_ssize_t n_fields = 0, n_tokens = 0, tokens_cap = TOKENS_ON_STACK;
+    PyObject *length = NULL, *forwarded_for = NULL, *result = NULL;
+    PyObject *target = NULL, *path = NULL, *authority = NULL, *headers = NULL;
+
+    /* Every field is held from here on: allocating a tuple or list below may run the garbage
+     * collector, and with it finalizers that could change raw_headers. */
+    Py_ssize_t n_raw = PySequence_Fast_GET_SIZE(raw);
+    if (n_raw > FIELDS_ON_STACK) {
+        if ((size_t)n_raw > PY_SSIZE_T_MAX / sizeof(ReqField)) {
+            return PyErr_NoMemory();
+        }
+        fields = PyMem_Malloc((size_t)n_raw * sizeof(ReqField));
+        if (fields == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    PyObject **items = PySequence_Fast_ITEMS(raw);
+    for (; n_fields < n_raw; n_fields++) {
+        PyObject *item = items[n_fields];
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2
+            || !PyBytes_Check(PyTuple_GET_ITEM(item, 0))
+            || !PyBytes_Check(PyTuple_GET_ITEM(item, 1))) {
+            PyErr_Format(PyExc_TypeError,
+                         "scan_request(): raw_headers must be a list of (bytes, bytes), "
+                         "item %zd is not", n_fields);
+            goto done;
+        }
+        fields[n_fields].item = Py_NewRef(item);
+    }
+
+    int http11 = PyUnicode_CompareWithASCIIString(version, "1.1") == 0;
+    if (!http11 && PyUnicode_CompareWithASCIIString(version, "1.0") != 0) {
+        head_error(st, 400, "bad_version", "HTTP version not supported");
+        goto done;
+    }
+
+    /* _split_target: the origin-form target is url[start:stop], after a "/" when add_slash; its
+     * path ends at path_stop. */
+    const char *u = PyBytes_AS_STRING(url);
+    Py_ssize_t url_len = PyBytes_GET_SIZE(url);
+    Py_ssize_t start = 0;
+    int add_slash = 0;
+    const char *auth = NULL;
+    Py_ssize_t auth_len = 0;
+    if (url_len == 0 || u[0] != '/') {
+        Py_ssize_t scheme;
+        if (url_len >= 7 && EQ(u, 7, "http://")) {
+            scheme = 7;
+        }
+        else if (url_len >= 8 && EQ(u, 8, "https://")) {
+            scheme = 8;
+        }
+        else {
+            head_error(st, 400, "bad_target", "request target is not origin or absolute form");
+            goto done;
+        }
+        auth = u + scheme;
+        while (scheme + auth_len < url_len && auth[auth_len] != '/' && auth[auth_len] != '?'
+               && auth[auth_len] != '#') {
+            auth_len++;
+        }
+        if (auth_len == 0 || memchr(auth, '@', (size_t)auth_len) != NULL
+            || !host_matches(auth, auth_len)) {
+            head_error(st, 400, "bad_target", "bad authority in absolute-form target");
+            goto done;
+        }
+        start = scheme + auth_len;
+        /* url[start] is then "?" or "#", or the end: the path is the "/" alone. */
+        add_slash = start == url_len || u[start] != '/';
+    }
+    const char *hash = memchr(u + start, '#', (size_t)(url_len - start));
+    Py_ssize_t stop = hash != NULL ? hash - u : url_len;
+    const char *query = memchr(u + start, '?', (size_t)(stop - start));
+    Py_ssize_t path_stop = query != NULL ? query - u : stop;
+    if (!add_slash && has_dot_segment(u + start, path_stop - start)) {
+        head_error(st, 400, "bad_path", "dot segment in path");
+        goto done;
+    }
+
+    /* The headers, in order: only Content-Length, Host and Expect can fail here. */
+    Py_ssize_t host_at = -1, te_at = -1, request_id_at = -1, proto_at = -1;
+    int n_te = 0, upgrade = 0, expect_continue = 0;
+    for (Py_ssize_t i = 0; i < n_fields; i++) {
+        PyObject *name = field_name(&fields[i]), *value = field_value(&fields[i]);
+        int kind = classify_request(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name));
+        fields[i].kind = kind;
+        switch (kind) {
+        case R_HOST:
+            if (host_at >= 0) {
+                head_error(st, 400, "bad_host", "repeated Host header");
+                goto done;
+            }
+            host_at = i;
+            break;
+        case R_CONTENT_LENGTH:
+            Py_XSETREF(length, content_length(value));
+            if (length == NULL) {
+                goto done;
+            }
+            break;
+        case R_TRANSFER_ENCODING:
+            n_te++;
+            te_at = i;
+            break;
+        case R_CONNECTION:
+            if (add_named(value, &tokens, &n_tokens, &tokens_cap, tokens_on_stack) < 0) {
+                goto done;
+            }
+            break;
+        case R_REQUEST_ID:
+            request_id_at = request_id_ok(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value)) ? i : -1;
+            break;
+        case R_FORWARDED_FOR:
+            if (forwarded_for == NULL) {
+                forwarded_for = Py_NewRef(value);
+            }
+            else {
+                Py_ssize_t have = PyBytes_GET_SIZE(forwarded_for), add = PyBytes_GET_SIZE(value);
+                if (add > PY_SSIZE_T_MAX - 2 - have) {
+                    PyErr_SetString(PyExc_OverflowError, "X-Forwarded-For too long");
+                    goto done;
+                }
+                PyObject *joined = PyBytes_FromStringAndSize(NULL, have + 2 + add);
+                if (joined == NULL) {
+                    goto done;
+                }
+                char *w = PyBytes_AS_STRING(joined);
+                w = put(w, PyBytes_AS_STRING(forwarded_for), have);
+                w = PUT_LIT(w, ", ");
+                put(w, PyBytes_AS_STRING(value), add);
+                Py_SETREF(forwarded_for, joined);
+            }
+            break;
+        case R_FORWARDED_PROTO:
+            proto_at = i;
+            break;
+        case R_EXPECT:
+            /* RFC 9110 10.1.1: an expectation in an HTTP/1.0 request is ignored. */
+            if (http11) {
+                const char *s = PyBytes_AS_STRING(value);
+                Py_ssize_t n = PyBytes_GET_SIZE(value);
+                strip(&s, &n);
+                if (!EQ(s, n, "100-continue")) {
+                    head_error(st, 400, "bad_expect", "unsupported Expect");
+                    goto done;
+                }
+                expect_continue = 1;
+            }
+            break;
+        case R_UPGRADE:
+            upgrade = 1;
+            break;
+        default:
+            break;
+        }
+    }
+
+    int chunked = 0;
+    if (n_te > 0) {
+        /* Two or more are joined with "," and can never strip to a lone "chunked". */
+        const char *s = NULL;
+        Py_ssize_t n = 0;
+        if (n_te == 1) {
+            s = PyBytes_AS_STRING(field_value(&fields[te_at]));
+            n = PyBytes_GET_SIZE(field_value(&fields[te_at]));
+            strip(&s, &n);
+        }
+        if (!http11 || n_te != 1 || !EQ(s, n, "chunked")) {
+            head_error(st, 400, "bad_framing", "Transfer-Encoding other than a lone chunked");
+            goto done;
+        }
+        chunked = 1;
+    }
+    if (http11 && host_at < 0) {
+        head_error(st, 400, "bad_host", "HTTP/1.1 request without Host");
+        goto done;
+    }
+    if (auth == NULL && host_at >= 0) {
+        PyObject *host = field_value(&fields[host_at]);
+        if (!host_matches(PyBytes_AS_STRING(host), PyBytes_GET_SIZE(host))) {
+            head_error(st, 400, "bad_host", "Host is not a valid host[:port]");
+            goto done;
+        }
+    }
+    if (upgrade) {
+        int has_body = chunked;
+        if (!has_body && length != NULL && (has_body = PyObject_IsTrue(length)) < 0) {
+            goto done;
+        }
+        if (has_body) {
+            head_error(st, 400, "bad_upgrade", "Upgrade request with a body");
+            goto done;
+        }
+    }
+    if (length != NULL) {
+        /* int's own comparison, whatever subclass of int max_body_bytes is. */
+        PyObject *over = PyLong_Type.tp_richcompare(length, max_body, Py_GT);
+        if (over == NULL) {
+            goto done;
+        }
+        int is_over = over == Py_True;
+        Py_DECREF(over);
+        if (is_over) {
+            head_error(st, 413, "too_large", "declared Content-Length over max_body_bytes");
+            goto done;
+        }
+    }
+
+    /* The headers passed on: the absolute form's authority first as Host, in place of the
+     * client's, then the kept ones; any of them that Connection names is cut, except Host. */
+    int insert_host = auth != NULL;
+    Py_ssize_t n_kept = insert_host;
+    for (Py_ssize_t i = 0; i < n_fields; i++) {
+        ReqField *f = &fields[i];
+        if (f->kind == R_HOST && auth == NULL) {
+            n_kept++;
+            continue;
+        }
+        if (f->kind == R_KEEP) {
+            const char *name = PyBytes_AS_STRING(field_name(f));
+            if (!connection_names(name, PyBytes_GET_SIZE(field_name(f)), tokens, n_tokens)) {
+                n_kept++;
+                continue;
+            }
+        }
+        f->kind = R_DROP;
+    }
+    headers = PyList_New(n_kept);
+    if (headers == NULL) {
+        goto done;
+    }
+    Py_ssize_t at = 0;
+    if (auth != NULL) {
+        authority = PyBytes_FromStringAndSize(auth, auth_len);
+        if (authority == NULL) {
+            goto done;
+        }
+        if (insert_host) {
+            PyObject *pair = PyTuple_Pack(2, st->host_name, authority);
+            if (pair == NULL) {
+                goto done;
+            }
+            PyList_SET_ITEM(headers, at++, pair);
+        }
+    }
+    for (Py_ssize_t i = 0; i < n_fields; i++) {
+        ReqField *f = &fields[i];
+        if (f->kind == R_DROP) { /* as every field not passed on is now */
+            continue;
+        }
+        PyObject *pair;
+        if (PyTuple_CheckExact(f->item)) {
+            pair = Py_NewRef(f->item);
+        }
+        else if ((pair = PyTuple_Pack(2, field_name(f), field_value(f))) == NULL) {
+            goto done;
+        }
+        PyList_SET_ITEM(headers, at++, pair);
+    }
+    assert(at == n_kept);
+
+    if (start == 0 && stop == url_len) {
+        target = Py_NewRef(url);
+    }
+    else if (add_slash) {
+        target = PyBytes_FromStringAndSize(NULL, stop - start + 1);
+        if (target != NULL) {
+            char *w = PyBytes_AS_STRING(target);
+            w = PUT_LIT(w, "/");
+            put(w, u + start, stop - start);
+        }
+    }
+    else {
+        target = PyBytes_FromStringAndSize(u + start, stop - start);
+    }
+    if (target == NULL) {
+        goto done;
+    }
+    path = add_slash ? PyUnicode_FromStringAndSize("/", 1)
+                     : PyUnicode_DecodeLatin1(u + start, path_stop - start, NULL);
+    if (path == NULL) {
+        goto done;
+    }
+
+    result = PyTuple_New(10);
+    if (result == NULL) {
+        goto done;
+    }
+    PyObject *host = authority != NULL ? authority
+                     : host_at >= 0    ? field_value(&fields[host_at])
+                                       : Py_None;
+    PyObject *request_id = request_id_at >= 0 ? field_value(&fields[request_id_at]) : Py_None;
+    PyObject *proto = proto_at >= 0 ? field_value(&fields[proto_at]) : Py_None;
+    PyTuple_SET_ITEM(result, 0, target);
+    PyTuple_SET_ITEM(result, 1, path);
+    PyTuple_SET_ITEM(result, 2, headers);
+    PyTuple_SET_ITEM(result, 3, length != NULL ? length : Py_NewRef(Py_None));
+    PyTuple_SET_ITEM(result, 4, PyBool_FromLong(chunked));
+    PyTuple_SET_ITEM(result, 5, Py_NewRef(host));
+    PyTuple_SET_ITEM(result, 6, Py_NewRef(request_id));
+    PyTuple_SET_ITEM(result, 7, forwarded_for != NULL ? forwarded_for : Py_NewRef(Py_None));
+    PyTuple_SET_ITEM(result, 8, Py_NewRef(proto));
+    PyTuple_SET_ITEM(result, 9, PyBool_FromLong(expect_continue));
+    target = path = headers = length = forwarded_for = NULL; /* owned by result now */
+done:
+    for (Py_ssize_t i = 0; i < n_fields; i++) {
+        Py_DECREF(fields[i].item);
+    }
+    if (fields != fields_on_stack) {
+        PyMem_Free(fields);
+    }
+    if (tokens != tokens_on_stack) {
+        PyMem_Free(tokens);
+    }
+    Py_XDECREF(length);
+    Py_XDECREF(forwarded_for);
+    Py_XDECREF(target);
+    Py_XDECREF(path);
+    Py_XDECREF(authority);
+    Py_XDECREF(headers);
+    return result;
+}
+
 /* -- module ----------------------------------------------------------------------------------- */
 
 static PyMethodDef speedups_methods[] = {
     {"response_head", (PyCFunction)(void (*)(void))response_head, METH_FASTCALL, response_head_doc},
     {"request_head", (PyCFunction)(void (*)(void))request_head, METH_FASTCALL, request_head_doc},
+    {"scan_request", (PyCFunction)(void (*)(void))scan_request, METH_FASTCALL, scan_request_doc},
     {NULL, NULL, 0, NULL},
 };
 
+PyDoc_STRVAR(head_error_doc,
+"A request head parse_head refuses: args are ProtocolError's (status, reason, detail).");
+
+static int
+speedups_exec(PyObject *module)
+{
+    SpeedupsState *st = get_state(module);
+    st->head_error = PyErr_NewExceptionWithDoc("fastproxy.http._speedups.HeadError", head_error_doc,
+                                               PyExc_ValueError, NULL);
+    if (st->head_error == NULL) {
+        return -1;
+    }
+    if (PyModule_AddObjectRef(module, "HeadError", st->head_error) < 0) {
+        return -1;
+    }
+    st->host_name = PyBytes_FromStringAndSize("Host", 4);
+    return st->host_name == NULL ? -1 : 0;
+}
+
+static int
+speedups_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    SpeedupsState *st = get_state(module);
+    Py_VISIT(st->head_error);
+    return 0;
+}
+
+static int
+speedups_clear(PyObject *module)
+{
+    SpeedupsState *st = get_state(module);
+    Py_CLEAR(st->head_error);
+    Py_CLEAR(st->host_name);
+    return 0;
+}
+
+static void
+speedups_free(void *module)
+{
+    speedups_clear((PyObject *)module);
+}
+
 static PyModuleDef_Slot speedups_slots[] = {
+    {Py_mod_exec, speedups_exec},
     {0, NULL},
 };
 
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "fastproxy.http._speedups",
-    .m_doc = "C versions of the per-request head rewrites; see response.py and forward.py.",
-    .m_size = 0,
+    .m_doc = "C versions of the per-request head checks and rewrites; see request.py, response.py "
+             "and forward.py.",
+    .m_size = sizeof(SpeedupsState),
     .m_methods = speedups_methods,
     .m_slots = speedups_slots,
+    .m_traverse = speedups_traverse,
+    .m_clear = speedups_clear,
+    .m_free = speedups_free,
 };
 
 PyMODINIT_FUNC

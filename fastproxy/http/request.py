@@ -38,7 +38,7 @@ import httptools
 from fastproxy.config.schema import LimitsSettings
 from fastproxy.http.errors import ProtocolError
 
-__all__ = ["RequestHandler", "RequestHead", "RequestParser", "parse_head"]
+__all__ = ["RequestHandler", "RequestHead", "RequestParser", "parse_head", "parse_head_reference"]
 
 # Removed in both directions (RFC 9110 7.6.1 plus the proxy-specific ones).
 HOP_BY_HOP = frozenset(
@@ -72,7 +72,8 @@ _DROPPED = HOP_BY_HOP | _PROXY_SET
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 # RFC 3986 host (reg-name, IPv4, or an IP literal in brackets) with an optional port.
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
-_DOT_SEGMENT = re.compile(r"(?:^|[/\\])\.{1,2}(?:[/\\]|$)")
+# A segment of one or two dots, alone or with a path parameter ("..;x", which Tomcat reads as "..").
+_DOT_SEGMENT = re.compile(r"(?:^|[/\\])\.{1,2}(?:[/\\;]|$)")
 
 
 class RequestHead:
@@ -102,6 +103,13 @@ class RequestHead:
         version: str,
         headers: list[tuple[bytes, bytes]],
         keep_alive: bool,
+        content_length: int | None = None,
+        chunked: bool = False,
+        host: bytes | None = None,
+        request_id: bytes | None = None,
+        forwarded_for: bytes | None = None,
+        forwarded_proto: bytes | None = None,
+        expect_continue: bool = False,
     ) -> None:
         self.method = method
         self.target = target  # origin-form, as forwarded upstream
@@ -109,13 +117,13 @@ class RequestHead:
         self.version = version
         self.headers = headers
         self.keep_alive = keep_alive
-        self.content_length: int | None = None
-        self.chunked = False
-        self.host: bytes | None = None
-        self.request_id: bytes | None = None  # the client's, when well-formed
-        self.forwarded_for: bytes | None = None
-        self.forwarded_proto: bytes | None = None
-        self.expect_continue = False
+        self.content_length = content_length
+        self.chunked = chunked
+        self.host = host
+        self.request_id = request_id  # the client's, when well-formed
+        self.forwarded_for = forwarded_for
+        self.forwarded_proto = forwarded_proto
+        self.expect_continue = expect_continue
 
     @property
     def has_body(self) -> bool:
@@ -169,7 +177,7 @@ def _split_target(url: bytes) -> tuple[bytes, str, bytes | None]:
     return url, path, authority
 
 
-def parse_head(
+def parse_head_reference(
     method: str,
     url: bytes,
     version: str,
@@ -177,7 +185,10 @@ def parse_head(
     keep_alive: bool,
     max_body_bytes: int,
 ) -> RequestHead:
-    """Check a request head and strip it of what the proxy re-serializes; raises ProtocolError."""
+    """Check a request head and strip it of what the proxy re-serializes; raises ProtocolError.
+
+    The pure-Python reference of ``_speedups.scan_request`` (see :func:`parse_head`).
+    """
     if version != "1.1" and version != "1.0":
         raise ProtocolError(400, "bad_version", f"HTTP version {version} not supported")
     target, path, authority = _split_target(url)
@@ -236,12 +247,35 @@ def parse_head(
         # llhttp hands an Upgrade request's body over as upgrade data; refuse rather than lose it.
         raise ProtocolError(400, "bad_upgrade", "Upgrade request with a body")
     if connection_tokens:
-        named = frozenset(connection_tokens) - {b"close", b"keep-alive", b""}
+        # Connection can name any end-to-end header away, except Host (which the upstream needs).
+        named = frozenset(connection_tokens) - {b"close", b"keep-alive", b"", b"host"}
         if named:
             headers[:] = [(n, v) for n, v in headers if n.lower() not in named]
     if head.content_length is not None and head.content_length > max_body_bytes:
         raise ProtocolError(413, "too_large", "declared Content-Length over max_body_bytes")
     return head
+
+
+try:
+    from fastproxy.http._speedups import HeadError, scan_request
+except ImportError:  # pragma: no cover - only without a compiler
+    parse_head = parse_head_reference
+else:
+
+    def parse_head(
+        method: str,
+        url: bytes,
+        version: str,
+        raw_headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        max_body_bytes: int,
+    ) -> RequestHead:
+        """:func:`parse_head_reference`, done by its C twin (tested to decide identically)."""
+        try:
+            fields = scan_request(method, url, version, raw_headers, keep_alive, max_body_bytes)
+        except HeadError as exc:
+            raise ProtocolError(*exc.args) from None
+        return RequestHead(method, fields[0], fields[1], version, fields[2], keep_alive, *fields[3:])
 
 
 class RequestParser:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from fastproxy.config.schema import LimitsSettings
 from fastproxy.http.errors import ProtocolError
-from fastproxy.http.request import RequestHead, RequestParser, parse_head
+from fastproxy.http.request import RequestHead, RequestParser, parse_head, parse_head_reference
 
 LIMITS = LimitsSettings(max_url_bytes=1024, max_headers=20, max_header_bytes=4096, max_body_bytes=1000)
 CORPUS = Path(__file__).parent / "requests"
@@ -733,3 +734,33 @@ def test_targets_without_dot_segments_are_accepted(target: str) -> None:
     request = parse_one(wire(f"GET {target} HTTP/1.1", "Host: a"))
     assert request.target == target.encode()
     assert request.path == target
+
+
+@pytest.mark.parametrize("parse", [parse_head, parse_head_reference], ids=["parse_head", "reference"])
+def test_connection_never_names_host_away(parse: Callable[..., RequestHead]) -> None:
+    head = parse(
+        "GET", b"/", "1.1", [(b"Host", b"a.example"), (b"Connection", b"Host, X-A"), (b"X-A", b"1")], True, 10
+    )
+    assert head.headers == [(b"Host", b"a.example")]
+    absolute = parse(
+        "GET", b"http://b.example/x", "1.1", [(b"Host", b"a"), (b"Connection", b"host")], True, 10
+    )
+    assert absolute.headers == [(b"Host", b"b.example")]
+
+
+@pytest.mark.parametrize("parse", [parse_head, parse_head_reference], ids=["parse_head", "reference"])
+@pytest.mark.parametrize("target", [b"/api/..;/admin", b"/api/.;x/admin", b"/api/%2e%2e;jsessionid=1/admin"])
+def test_dot_segment_with_a_path_parameter_is_refused(
+    parse: Callable[..., RequestHead], target: bytes
+) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse("GET", target, "1.1", [(b"Host", b"a")], True, 10)
+    assert (caught.value.status, caught.value.reason) == (400, "bad_path")
+
+
+@pytest.mark.parametrize("parse", [parse_head, parse_head_reference], ids=["parse_head", "reference"])
+def test_dots_inside_a_segment_are_fine(parse: Callable[..., RequestHead]) -> None:
+    assert (
+        parse("GET", b"/a/..b/c...;x/.well-known", "1.1", [(b"Host", b"a")], True, 10).path
+        == "/a/..b/c...;x/.well-known"
+    )
