@@ -120,6 +120,7 @@ class ClientConnection(asyncio.Protocol):
         self.deadline_kind = _IDLE
         self.paused = 0
         self.write_paused = False
+        self.requests = 0  # requests read on this connection
         self.closing = False  # close once the answers under way are written
         self.lost = False  # the transport is gone: nothing more can be written
         self.deferred_error: ProtocolError | None = None
@@ -152,8 +153,7 @@ class ClientConnection(asyncio.Protocol):
             self._close()
             return
         if state.stopping:
-            self._close()
-            return
+            self.closing = True  # accepted as the listener closed: one answer, then close
         self._set_deadline(_IDLE, state.limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -190,9 +190,15 @@ class ClientConnection(asyncio.Protocol):
             self._pause(_PAUSE_DONE)
 
     def eof_received(self) -> bool | None:
-        # A client that half-closes after its whole request still gets the response; one that
-        # leaves in the middle of a request (its head or its body) ends the exchange now.
-        return self.active is not None and self.reading is None and not self.parser.in_head
+        # A client that half-closes after its whole request still gets the response, and then
+        # the connection ends; one that leaves in the middle of a request (its head or its
+        # body) ends the exchange now.
+        if self.active is not None and self.reading is None and not self.parser.in_head:
+            self.closing = True
+            if self.active.response_started is False:
+                self.active.keep_alive = False
+            return True
+        return False
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -212,7 +218,10 @@ class ClientConnection(asyncio.Protocol):
     # -- parser callbacks (RequestHandler) ----------------------------------------------------
 
     def on_request(self, head: RequestHead) -> None:
+        self.requests += 1
         exchange = Exchange(self, head)
+        if self.closing:
+            exchange.keep_alive = False
         self.reading = exchange
         if head.has_body:
             self._set_deadline(_BODY, self.state.limits.body_timeout)
@@ -521,9 +530,13 @@ class ClientConnection(asyncio.Protocol):
                 transport.close()
 
     def close_if_idle(self) -> None:
-        """Graceful stop: close now if nothing is under way, otherwise after the current answer."""
+        """Graceful stop: close now if idle between requests, otherwise after the current answer.
+
+        A connection that has not sent its first request yet is not idle: it was accepted just
+        before the listener closed, and its request is answered (header_timeout still applies).
+        """
         self.closing = True
         if self.active is not None:
             self.active.keep_alive = False
-        elif self.reading is None and not self.parser.in_head:
+        elif self.reading is None and not self.parser.in_head and self.requests:
             self._close()
