@@ -235,6 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_logs = False
     try:
         doc = benchmark(args, workdir)
+        if any(m.get("errors") for m in doc["rounds"]):
+            keep_logs = True
+            print(f"bench: some requests failed; server logs kept in {workdir}", file=sys.stderr)
     except (ServerError, WrkError, OSError) as exc:
         keep_logs = True
         print(f"bench: error: {exc}\nbench: server logs kept in {workdir}", file=sys.stderr)
