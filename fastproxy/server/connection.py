@@ -34,6 +34,7 @@ from typing import cast
 from fastproxy.http.errors import ProtocolError, error_response
 from fastproxy.http.forward import LAST_CHUNK, chunk, client_address, upstream_request_head
 from fastproxy.http.request import RequestHead, RequestParser
+from fastproxy.net import in_networks
 from fastproxy.policy import Rejection, RequestContext, run_stages
 from fastproxy.routing import Route
 from fastproxy.server.state import INF, WorkerState
@@ -143,7 +144,7 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else "unix"
         self.peer_bytes = self.peer.encode()
-        self.peer_trusted = client_address(self.peer, b"x", state.trusted) != self.peer
+        self.peer_trusted = in_networks(self.peer, state.trusted)
         transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
         state.connections.add(self)
         if len(state.connections) > state.config.server.max_connections:
@@ -187,6 +188,9 @@ class ClientConnection(asyncio.Protocol):
         if self.parser.upgraded and not self.paused & _PAUSE_DONE:
             # llhttp stops at an Upgrade/CONNECT request: answer it as plain HTTP, then close.
             self.closing = True
+            last = self.queue[-1] if self.queue else self.active
+            if last is not None and not last.response_started:
+                last.keep_alive = False
             self._pause(_PAUSE_DONE)
 
     def eof_received(self) -> bool | None:
@@ -195,7 +199,7 @@ class ClientConnection(asyncio.Protocol):
         # body) ends the exchange now.
         if self.active is not None and self.reading is None and not self.parser.in_head:
             self.closing = True
-            if self.active.response_started is False:
+            if not self.active.response_started:
                 self.active.keep_alive = False
             return True
         return False
@@ -434,19 +438,19 @@ class ClientConnection(asyncio.Protocol):
 
     def _finish(self, exchange: Exchange) -> None:
         self.active = None
-        if not exchange.keep_alive or self.closing:
-            if self.deferred_error is not None:
-                self._answer_error(self.deferred_error)
-            self._close()
-            return
-        if self.queue:
+        if exchange.keep_alive and self.queue and not self.lost:
+            # Pipelined requests read before the connection began to close are still answered.
             nxt = self.queue.popleft()
             self.active = nxt
             if not self.queue:
+                if self.closing and self.deferred_error is None:
+                    nxt.keep_alive = False
                 self._resume(_PAUSE_PIPELINE)
             self._begin(nxt)
             return
-        if self.state.stopping:
+        if not exchange.keep_alive or self.closing or self.state.stopping:
+            if self.deferred_error is not None and exchange.keep_alive:
+                self._answer_error(self.deferred_error)
             self._close()
             return
         self._set_deadline(_IDLE, self.state.limits.keepalive_timeout)

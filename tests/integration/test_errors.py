@@ -458,3 +458,23 @@ def test_response_cut_short_by_the_upstream_is_cut_short_for_the_client(
             client.read_response()
         assert time.monotonic() - started < 3.0
     proxy.assert_clean_log()
+
+
+def test_every_good_request_pipelined_before_a_bad_one_is_answered(
+    launcher: ProxyLauncher, devserver: DevServer
+) -> None:
+    proxy = launcher.start(devserver.url, workers=1)
+    with proxy.client(timeout=5.0) as client:
+        client.send(
+            b"GET /delay/200 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /x HTTP/1.1\r\n\r\n"  # no Host: 400
+        )
+        first = client.read_response()
+        assert (first.status, first.body) == (200, b'{"delayed":true}')
+        second = client.read_response()
+        assert second.status == 200
+        assert second.json()["target"] == "/echo"
+        assert_error(client.read_response(), 400, "bad_request")
+        assert client.closed_by_peer()
+    proxy.assert_clean_log()
