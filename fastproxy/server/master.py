@@ -89,6 +89,7 @@ class Master:
         self.next_spawn = 0.0
         self.reload_pending: Config | None = None
         self._wakeup_r = -1
+        self._wakeup_w = -1
 
     # -- life -----------------------------------------------------------------------------------
 
@@ -250,6 +251,7 @@ class Master:
     def _install_signals(self) -> None:
         read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wakeup_r = read_fd
+        self._wakeup_w = write_fd
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         for signum in _SIGNALS:
             signal.signal(signum, self._enqueue)
@@ -339,6 +341,10 @@ class Master:
         if pid == 0:
             status = 1
             try:
+                # The child needs neither the master's wake-up pipe nor the other sockets.
+                signal.set_wakeup_fd(-1)
+                os.close(self._wakeup_r)
+                os.close(self._wakeup_w)
                 for sock in self.listeners.values():
                     if sock not in listeners and sock is not admin:
                         sock.close()
