@@ -375,8 +375,9 @@ class ClientConnection(asyncio.Protocol):
     # -- answers, called by the upstream side too --------------------------------------------
 
     def write_response(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
+        # uvloop raises on a write to a closed handle; an answer for a gone client is dropped.
+        if not self.lost and self.transport is not None:
+            self.transport.write(data)
 
     def response_end(self, exchange: Exchange) -> None:
         exchange.upstream = None

@@ -57,6 +57,10 @@ class WorkerState:
             if active is not None and active.upstream is not None and active.upstream.deadline <= now:
                 expired.append(active.upstream)
         for item in expired:
-            item.on_deadline()
+            try:
+                item.on_deadline()
+            except Exception:
+                # One connection's failure must not stop the sweep (nor the heartbeat after it).
+                log.exception("error handling a timeout")
         for pool in self.pools.values():
             pool.close_idle(now)

@@ -140,8 +140,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = self.state.now + self.timeout
 
     def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:

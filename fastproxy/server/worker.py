@@ -116,7 +116,11 @@ class Worker:
         state = self.state
         loop = self.loop
         assert state is not None and loop is not None
-        state.sweep()
+        try:
+            state.sweep()
+        except Exception:
+            # The tick also carries the heartbeat: it must outlive any bug in a sweep.
+            log.exception("worker %d: sweep failed", self.pid)
         if os.getppid() != self.master_pid and not state.stopping:
             log.warning("worker %d: master is gone, stopping", self.pid)
             self.stop()
