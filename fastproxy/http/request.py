@@ -38,7 +38,14 @@ import httptools
 from fastproxy.config.schema import LimitsSettings
 from fastproxy.http.errors import ProtocolError
 
-__all__ = ["RequestHandler", "RequestHead", "RequestParser", "parse_head", "parse_head_reference"]
+__all__ = [
+    "RequestCallbacks",
+    "RequestHandler",
+    "RequestHead",
+    "RequestParser",
+    "parse_head",
+    "parse_head_reference",
+]
 
 # Removed in both directions (RFC 9110 7.6.1 plus the proxy-specific ones).
 HOP_BY_HOP = frozenset(
@@ -278,86 +285,55 @@ else:
         return RequestHead(method, fields[0], fields[1], version, fields[2], keep_alive, *fields[3:])
 
 
-class RequestParser:
-    """Feeds raw client bytes to llhttp and a :class:`RequestHandler`; see the module doc."""
+class RequestCallbacks:
+    """llhttp's callbacks for one connection: collect a head, enforce limits, feed the handler.
+
+    The pure-Python reference of ``_speedups.RequestCallbacks`` (tested to behave identically);
+    :class:`RequestParser` uses the C one when it is built. ``in_head``, ``head_seen`` and
+    ``began`` are shared with :meth:`RequestParser.feed`, which does the cross-read accounting.
+    """
 
     __slots__ = (
-        "_began",
         "_body_bytes",
         "_handler",
-        "_head_limit",
-        "_head_seen",
         "_header_bytes",
         "_headers",
-        "_in_head",
         "_max_body",
         "_max_header_bytes",
         "_max_headers",
         "_max_url",
-        "_parser",
         "_url",
-        "upgraded",
+        "began",
+        "head_seen",
+        "in_head",
+        "parser",
     )
 
-    def __init__(self, handler: RequestHandler, limits: LimitsSettings) -> None:
+    def __init__(
+        self, handler: RequestHandler, max_url: int, max_headers: int, max_header_bytes: int, max_body: int
+    ) -> None:
         self._handler = handler
-        self._max_url = limits.max_url_bytes
-        self._max_headers = limits.max_headers
-        self._max_header_bytes = limits.max_header_bytes
-        self._max_body = limits.max_body_bytes
-        self._head_limit = limits.max_header_bytes + limits.max_url_bytes
-        self._parser = httptools.HttpRequestParser(self)
+        self._max_url = max_url
+        self._max_headers = max_headers
+        self._max_header_bytes = max_header_bytes
+        self._max_body = max_body
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
         self._body_bytes = 0
-        self._in_head = False
-        self._head_seen = 0
-        self._began = False
-        # A request with Upgrade (or CONNECT) ends llhttp's HTTP parsing of the connection: the
-        # request itself is complete and proxied as plain HTTP, then the connection is closed.
-        self.upgraded = False
-
-    @property
-    def in_head(self) -> bool:
-        """True while a request has begun and its head is not complete (the header timeout)."""
-        return self._in_head
-
-    def feed(self, data: bytes) -> None:
-        """Parse ``data``; raises ProtocolError for input the connection must be closed over."""
-        if self._in_head:
-            self._head_seen += len(data)
-        self._began = False
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self.upgraded = True
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, ProtocolError):
-                raise cause from None
-            raise
-        except httptools.HttpParserError as exc:
-            raise ProtocolError(400, "bad_request", str(exc)) from None
-        if self._in_head:
-            if self._began:
-                # The head began in this chunk. An open head holds no blank line, so it is at
-                # most what follows the chunk's last one: count that (exact without bodies).
-                last = data.rfind(b"\r\n\r\n")
-                self._head_seen = len(data) - (last + 4 if last != -1 else 0)
-            if self._head_seen > self._head_limit:
-                raise ProtocolError(431, "headers_too_large", "request head over max_header_bytes")
-
-    # -- parser callbacks ---------------------------------------------------------------------
+        self.in_head = False  # a request has begun and its head is not complete
+        self.head_seen = 0  # bytes fed while the head is open (see RequestParser.feed)
+        self.began = False  # a head began during the current feed
+        self.parser: httptools.HttpRequestParser | None = None  # set by RequestParser
 
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
         self._header_bytes = 0
         self._body_bytes = 0
-        self._in_head = True
-        self._head_seen = 0
-        self._began = True
+        self.in_head = True
+        self.head_seen = 0
+        self.began = True
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -373,8 +349,9 @@ class RequestParser:
             raise ProtocolError(431, "headers_too_large", "headers over max_header_bytes")
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        parser = self._parser
+        self.in_head = False
+        parser = self.parser
+        assert parser is not None
         head = parse_head(
             parser.get_method().decode("ascii"),
             self._url,
@@ -393,3 +370,51 @@ class RequestParser:
 
     def on_message_complete(self) -> None:
         self._handler.on_request_end()
+
+
+class RequestParser:
+    """Feeds raw client bytes to llhttp and a :class:`RequestHandler`; see the module doc."""
+
+    __slots__ = ("_callbacks", "_head_limit", "_parser", "upgraded")
+
+    def __init__(self, handler: RequestHandler, limits: LimitsSettings) -> None:
+        self._head_limit = limits.max_header_bytes + limits.max_url_bytes
+        self._callbacks = RequestCallbacks(
+            handler, limits.max_url_bytes, limits.max_headers, limits.max_header_bytes, limits.max_body_bytes
+        )
+        self._parser = httptools.HttpRequestParser(self._callbacks)
+        self._callbacks.parser = self._parser
+        # A request with Upgrade (or CONNECT) ends llhttp's HTTP parsing of the connection: the
+        # request itself is complete and proxied as plain HTTP, then the connection is closed.
+        self.upgraded = False
+
+    @property
+    def in_head(self) -> bool:
+        """True while a request has begun and its head is not complete (the header timeout)."""
+        return self._callbacks.in_head
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``; raises ProtocolError for input the connection must be closed over."""
+        callbacks = self._callbacks
+        if callbacks.in_head:
+            callbacks.head_seen += len(data)
+        callbacks.began = False
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.upgraded = True
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, ProtocolError):
+                raise cause from None
+            raise
+        except httptools.HttpParserError as exc:
+            raise ProtocolError(400, "bad_request", str(exc)) from None
+        if callbacks.in_head:
+            if callbacks.began:
+                # The head began in this chunk. An open head holds no blank line, so it is at
+                # most what follows the chunk's last one: count that (exact without bodies).
+                last = data.rfind(b"\r\n\r\n")
+                callbacks.head_seen = len(data) - (last + 4 if last != -1 else 0)
+            if callbacks.head_seen > self._head_limit:
+                raise ProtocolError(431, "headers_too_large", "request head over max_header_bytes")
