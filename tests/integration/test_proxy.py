@@ -549,3 +549,14 @@ def test_concurrent_clients(proxy: Proxy) -> None:
     with ThreadPoolExecutor(max_workers=32) as pool:
         results = list(pool.map(one, range(200)))
     assert results == [(200, f"/echo?client={i}") for i in range(200)]
+
+
+def test_an_upgrade_request_is_answered_as_plain_http_then_closed(proxy: Proxy) -> None:
+    with proxy.client() as client:
+        client.send(b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+        response = client.read_response()
+        assert response.status == 200
+        assert response.closes
+        forwarded = {n.lower() for n, _ in echo_headers(response.json())}
+        assert not forwarded & {"upgrade", "connection"}
+        assert client.closed_by_peer()
