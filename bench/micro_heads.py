@@ -3,7 +3,8 @@
 ``python -m bench.micro_heads [--number N] [--repeat R]`` prints microseconds per call (the
 minimum over the repeats) for typical heads: an nginx response head (the fast path), one whose
 Connection header names another header (the slow path), and a browser-like request head, read
-(parse_head against scan_request, alone and with the RequestHead built from its tuple) and written.
+(parse_head against scan_request, alone and with the RequestHead built from its tuple) and written,
+and the llhttp callbacks of a whole browser-like GET (request.RequestCallbacks against its C twin).
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import argparse
 import timeit
 from collections.abc import Callable
 
+import httptools
+
 from fastproxy.http import _speedups
+from fastproxy.http.errors import ProtocolError
 from fastproxy.http.forward import upstream_request_head
-from fastproxy.http.request import RequestHead, parse_head
+from fastproxy.http.request import RequestCallbacks, RequestHead, parse_head
 from fastproxy.http.response import Framing, build_response_head, choose_framing, parse_response_head
 
 NGINX = (
@@ -124,6 +128,31 @@ def scanned_head(
     return head
 
 
+BROWSER_GET = (
+    b"GET /api/v1/items?page=2 HTTP/1.1\r\n"
+    + b"".join(name + b": " + value + b"\r\n" for name, value in BROWSER_HEADERS)
+    + b"Accept-Language: en-US,en;q=0.5\r\n\r\n"
+)
+
+
+class Discard:
+    def on_request(self, head: RequestHead) -> None:
+        pass
+
+    def on_body(self, chunk: bytes) -> None:
+        pass
+
+    def on_request_end(self) -> None:
+        pass
+
+
+def feeding(callbacks: RequestCallbacks | _speedups.RequestCallbacks) -> Callable[[], object]:
+    # One keep-alive connection's llhttp parser, fed one whole request per call.
+    parser = httptools.HttpRequestParser(callbacks)
+    callbacks.parser = parser
+    return lambda: parser.feed_data(BROWSER_GET)
+
+
 def head_fields(head: object) -> tuple[object, ...]:
     return tuple(getattr(head, name) for name in HEAD_FIELDS)
 
@@ -187,6 +216,13 @@ def main() -> None:
             "parse_head (absolute, Connection) / + head",
             lambda: parse_head(*READ_RULES),
             lambda: scanned_head(*READ_RULES),
+        ),
+        (
+            "RequestCallbacks (browser GET, 6 headers)",
+            feeding(RequestCallbacks(Discard(), 8192, 100, 32768, 1 << 20)),
+            feeding(
+                _speedups.RequestCallbacks(Discard(), 8192, 100, 32768, 1 << 20, RequestHead, ProtocolError)
+            ),
         ),
     ]
     for name, python, c in cases:

@@ -3,8 +3,9 @@
  * Theory of operation
  * -------------------
  * Every function is a byte-for-byte twin of pure-Python code that stays the reference and the
- * fallback; tests/http/test_speedups.py and test_speedups_request.py check them against each
- * other on fixed and generated heads. Any change to one side needs the same change on the other.
+ * fallback; tests/http/test_speedups.py, test_speedups_request.py and test_speedups_callbacks.py
+ * check them against each other on fixed and generated heads. Any change to one side needs the
+ * same change on the other.
  *
  * response_head() is parse_response_head + choose_framing + build_response_head from
  * fastproxy/http/response.py. Its input is a head llhttp accepted, so every header line is
@@ -30,7 +31,12 @@
  * regular expressions are replaced by scans that match the same strings (see each one). Its
  * (name, value) pairs are taken, and held, before anything is allocated that could run the
  * garbage collector, and so finalizers that might change raw_headers; a Content-Length that is
- * not plain digits is read by int() itself, on an exact bytes object.
+ * not plain digits is read by int() itself, on an exact bytes object. Its work is done by
+ * scan_head(), which RequestCallbacks calls directly, raising ProtocolError where scan_request
+ * raises HeadError.
+ *
+ * RequestCallbacks is request.RequestCallbacks: httptools looks its methods up once per parser,
+ * and as C methods they run with no Python frame per callback (see the section's own comment).
  *
  * Every output is sized exactly first and filled second; nothing is written past the size
  * computed, and no Python code runs between the two passes (all arguments are exact builtin
@@ -39,6 +45,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <string.h>
 
 /* -- small byte helpers (ASCII only, as bytes.lower() and bytes.strip() are) ------------------ */
@@ -1096,6 +1103,14 @@ content_length(PyObject *value)
 typedef struct {
     PyObject *head_error;
     PyObject *host_name; /* b"Host" */
+    PyObject *callbacks_type;
+    /* Interned names of the methods RequestCallbacks calls. */
+    PyObject *on_request;
+    PyObject *on_body;
+    PyObject *on_request_end;
+    PyObject *get_method;
+    PyObject *get_http_version;
+    PyObject *should_keep_alive;
 } SpeedupsState;
 
 static inline SpeedupsState *
@@ -1104,15 +1119,23 @@ get_state(PyObject *module)
     return (SpeedupsState *)PyModule_GetState(module);
 }
 
-/* Raises HeadError(status, reason, detail), ProtocolError's arguments. */
+/* Raises error_class(status, reason, detail), ProtocolError's arguments: HeadError for
+ * scan_request, ProtocolError itself for RequestCallbacks. The instance is made here, as a
+ * Python raise would make it. */
 static void
-head_error(SpeedupsState *st, int status, const char *reason, const char *detail)
+head_error(PyObject *error_class, int status, const char *reason, const char *detail)
 {
-    PyObject *args = Py_BuildValue("(iss)", status, reason, detail);
-    if (args != NULL) {
-        PyErr_SetObject(st->head_error, args);
-        Py_DECREF(args);
+    PyObject *exc = PyObject_CallFunction(error_class, "iss", status, reason, detail);
+    if (exc == NULL) {
+        return;
     }
+    if (PyExceptionInstance_Check(exc)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
+    }
+    Py_DECREF(exc);
 }
 
 typedef struct {
@@ -1208,56 +1231,65 @@ PyDoc_STRVAR(scan_request_doc,
 "forwarded_proto, expect_continue); raises HeadError(status, reason, detail) where parse_head\n"
 "raises ProtocolError(status, reason, detail), with the same status and reason.");
 
-static PyObject *
-scan_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+/* scan_request's argument checks, shared with RequestCallbacks (whose version and keep_alive
+ * come from the parser). */
+static int
+check_scan_args(PyObject *method, PyObject *url, PyObject *version, PyObject *raw,
+                PyObject *keep_alive, PyObject *max_body)
 {
-    if (nargs != 6) {
-        PyErr_Format(PyExc_TypeError, "scan_request() takes 6 positional arguments (%zd given)",
-                     nargs);
-        return NULL;
-    }
-    SpeedupsState *st = get_state(module);
-    PyObject *url = args[1], *version = args[2], *raw = args[3], *max_body = args[5];
-    if (!PyUnicode_Check(args[0]) || !PyUnicode_Check(version)) {
+    if (!PyUnicode_Check(method) || !PyUnicode_Check(version)) {
         PyErr_SetString(PyExc_TypeError, "scan_request(): method and version must be str");
-        return NULL;
+        return -1;
     }
     if (!PyBytes_Check(url)) {
         PyErr_SetString(PyExc_TypeError, "scan_request(): url must be bytes");
-        return NULL;
+        return -1;
     }
     if (!PyList_Check(raw) && !PyTuple_Check(raw)) {
         PyErr_SetString(PyExc_TypeError,
                         "scan_request(): raw_headers must be a list of (bytes, bytes)");
-        return NULL;
+        return -1;
     }
-    if (!PyBool_Check(args[4])) {
+    if (!PyBool_Check(keep_alive)) {
         PyErr_SetString(PyExc_TypeError, "scan_request(): keep_alive must be bool");
-        return NULL;
+        return -1;
     }
     if (!PyLong_Check(max_body)) {
         PyErr_SetString(PyExc_TypeError, "scan_request(): max_body_bytes must be an int");
-        return NULL;
+        return -1;
     }
+    return 0;
+}
 
+enum { SCAN_RESULTS = 10 };
+
+/* scan_request's work on checked arguments: on success out[] holds new references to its ten
+ * results and 0 is returned; a refusal raises error_class(status, reason, detail). */
+static int
+scan_head(SpeedupsState *st, PyObject *error_class, PyObject *url, PyObject *version,
+          PyObject *raw, PyObject *max_body, PyObject **out)
+{
     ReqField fields_on_stack[FIELDS_ON_STACK];
     Span tokens_on_stack[TOKENS_ON_STACK];
     ReqField *fields = fields_on_stack;
     Span *tokens = tokens_on_stack;
     Py_ssize_t n_fields = 0, n_tokens = 0, tokens_cap = TOKENS_ON_STACK;
-    PyObject *length = NULL, *forwarded_for = NULL, *result = NULL;
+    PyObject *length = NULL, *forwarded_for = NULL;
     PyObject *target = NULL, *path = NULL, *authority = NULL, *headers = NULL;
+    int rc = -1;
 
     /* Every field is held from here on: allocating a tuple or list below may run the garbage
      * collector, and with it finalizers that could change raw_headers. */
     Py_ssize_t n_raw = PySequence_Fast_GET_SIZE(raw);
     if (n_raw > FIELDS_ON_STACK) {
         if ((size_t)n_raw > PY_SSIZE_T_MAX / sizeof(ReqField)) {
-            return PyErr_NoMemory();
+            PyErr_NoMemory();
+            return -1;
         }
         fields = PyMem_Malloc((size_t)n_raw * sizeof(ReqField));
         if (fields == NULL) {
-            return PyErr_NoMemory();
+            PyErr_NoMemory();
+            return -1;
         }
     }
     PyObject **items = PySequence_Fast_ITEMS(raw);
@@ -1276,7 +1308,7 @@ scan_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     int http11 = PyUnicode_CompareWithASCIIString(version, "1.1") == 0;
     if (!http11 && PyUnicode_CompareWithASCIIString(version, "1.0") != 0) {
-        head_error(st, 400, "bad_version", "HTTP version not supported");
+        head_error(error_class, 400, "bad_version", "HTTP version not supported");
         goto done;
     }
 
@@ -1297,7 +1329,8 @@ scan_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             scheme = 8;
         }
         else {
-            head_error(st, 400, "bad_target", "request target is not origin or absolute form");
+            head_error(error_class, 400, "bad_target",
+                       "request target is not origin or absolute form");
             goto done;
         }
         auth = u + scheme;
@@ -1307,7 +1340,7 @@ scan_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         if (auth_len == 0 || memchr(auth, '@', (size_t)auth_len) != NULL
             || !host_matches(auth, auth_len)) {
-            head_error(st, 400, "bad_target", "bad authority in absolute-form target");
+            head_error(error_class, 400, "bad_target", "bad authority in absolute-form target");
             goto done;
         }
         start = scheme + auth_len;
@@ -1319,7 +1352,7 @@ scan_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const char *query = memchr(u + start, '?', (size_t)(stop - start));
     Py_ssize_t path_stop = query != NULL ? query - u : stop;
     if (!add_slash && has_dot_segment(u + start, path_stop - start)) {
-        head_error(st, 400, "bad_path", "dot segment in path");
+        head_error(error_class, 400, "bad_path", "dot segment in path");
         goto done;
     }
 
@@ -1333,7 +1366,7 @@ scan_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         switch (kind) {
         case R_HOST:
             if (host_at >= 0) {
-                head_error(st, 400, "bad_host", "repeated Host header");
+                head_error(error_class, 400, "bad_host", "repeated Host header");
                 goto done;
             }
             host_at = i;
@@ -1387,7 +1420,7 @@ scan_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 Py_ssize_t n = PyBytes_GET_SIZE(value);
                 strip(&s, &n);
                 if (!EQ(s, n, "100-continue")) {
-                    head_error(st, 400, "bad_expect", "unsupported Expect");
+                    head_error(error_class, 400, "bad_expect", "unsupported Expect");
                     goto done;
                 }
                 expect_continue = 1;
@@ -1412,19 +1445,20 @@ scan_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             strip(&s, &n);
         }
         if (!http11 || n_te != 1 || !EQ(s, n, "chunked")) {
-            head_error(st, 400, "bad_framing", "Transfer-Encoding other than a lone chunked");
+            head_error(error_class, 400, "bad_framing",
+                       "Transfer-Encoding other than a lone chunked");
             goto done;
         }
         chunked = 1;
     }
     if (http11 && host_at < 0) {
-        head_error(st, 400, "bad_host", "HTTP/1.1 request without Host");
+        head_error(error_class, 400, "bad_host", "HTTP/1.1 request without Host");
         goto done;
     }
     if (auth == NULL && host_at >= 0) {
         PyObject *host = field_value(&fields[host_at]);
         if (!host_matches(PyBytes_AS_STRING(host), PyBytes_GET_SIZE(host))) {
-            head_error(st, 400, "bad_host", "Host is not a valid host[:port]");
+            head_error(error_class, 400, "bad_host", "Host is not a valid host[:port]");
             goto done;
         }
     }
@@ -1434,7 +1468,7 @@ scan_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         }
         if (has_body) {
-            head_error(st, 400, "bad_upgrade", "Upgrade request with a body");
+            head_error(error_class, 400, "bad_upgrade", "Upgrade request with a body");
             goto done;
         }
     }
@@ -1447,7 +1481,8 @@ scan_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         int is_over = over == Py_True;
         Py_DECREF(over);
         if (is_over) {
-            head_error(st, 413, "too_large", "declared Content-Length over max_body_bytes");
+            head_error(error_class, 413, "too_large",
+                       "declared Content-Length over max_body_bytes");
             goto done;
         }
     }
@@ -1528,26 +1563,23 @@ scan_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
 
-    result = PyTuple_New(10);
-    if (result == NULL) {
-        goto done;
-    }
     PyObject *host = authority != NULL ? authority
                      : host_at >= 0    ? field_value(&fields[host_at])
                                        : Py_None;
     PyObject *request_id = request_id_at >= 0 ? field_value(&fields[request_id_at]) : Py_None;
     PyObject *proto = proto_at >= 0 ? field_value(&fields[proto_at]) : Py_None;
-    PyTuple_SET_ITEM(result, 0, target);
-    PyTuple_SET_ITEM(result, 1, path);
-    PyTuple_SET_ITEM(result, 2, headers);
-    PyTuple_SET_ITEM(result, 3, length != NULL ? length : Py_NewRef(Py_None));
-    PyTuple_SET_ITEM(result, 4, PyBool_FromLong(chunked));
-    PyTuple_SET_ITEM(result, 5, Py_NewRef(host));
-    PyTuple_SET_ITEM(result, 6, Py_NewRef(request_id));
-    PyTuple_SET_ITEM(result, 7, forwarded_for != NULL ? forwarded_for : Py_NewRef(Py_None));
-    PyTuple_SET_ITEM(result, 8, Py_NewRef(proto));
-    PyTuple_SET_ITEM(result, 9, PyBool_FromLong(expect_continue));
-    target = path = headers = length = forwarded_for = NULL; /* owned by result now */
+    out[0] = target;
+    out[1] = path;
+    out[2] = headers;
+    out[3] = length != NULL ? length : Py_NewRef(Py_None);
+    out[4] = PyBool_FromLong(chunked);
+    out[5] = Py_NewRef(host);
+    out[6] = Py_NewRef(request_id);
+    out[7] = forwarded_for != NULL ? forwarded_for : Py_NewRef(Py_None);
+    out[8] = Py_NewRef(proto);
+    out[9] = PyBool_FromLong(expect_continue);
+    target = path = headers = length = forwarded_for = NULL; /* owned by out now */
+    rc = 0;
 done:
     for (Py_ssize_t i = 0; i < n_fields; i++) {
         Py_DECREF(fields[i].item);
@@ -1564,8 +1596,508 @@ done:
     Py_XDECREF(path);
     Py_XDECREF(authority);
     Py_XDECREF(headers);
+    return rc;
+}
+
+static PyObject *
+scan_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "scan_request() takes 6 positional arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    if (check_scan_args(args[0], args[1], args[2], args[3], args[4], args[5]) < 0) {
+        return NULL;
+    }
+    SpeedupsState *st = get_state(module);
+    PyObject *out[SCAN_RESULTS];
+    if (scan_head(st, st->head_error, args[1], args[2], args[3], args[5], out) < 0) {
+        return NULL;
+    }
+    PyObject *result = PyTuple_New(SCAN_RESULTS);
+    if (result == NULL) {
+        for (int i = 0; i < SCAN_RESULTS; i++) {
+            Py_DECREF(out[i]);
+        }
+        return NULL;
+    }
+    for (int i = 0; i < SCAN_RESULTS; i++) {
+        PyTuple_SET_ITEM(result, i, out[i]);
+    }
     return result;
 }
+
+/* -- RequestCallbacks ------------------------------------------------------------------------- */
+
+/* request.RequestCallbacks, whose methods httptools looks up once per parser and calls with no
+ * Python frame in between. Each method does what the Python does, in the same order: the same
+ * limit checks on the same counts, the same calls on the parser and the handler. The limits
+ * are kept as Py_ssize_t, clamped (a count is never negative and never passes PY_SSIZE_T_MAX,
+ * so a clamped limit decides every comparison as the unclamped int would); max_body is kept
+ * as an exact int too, for scan_head's Content-Length comparison.
+ *
+ * url and headers are never NULL: tp_clear leaves them (they hold only exact bytes and
+ * (bytes, bytes) tuples) and puts None in place of the objects that could close a cycle, so a
+ * method called on a cleared object raises instead of reading NULL. Whatever Python code a call
+ * can run (a handler, the parser, a finalizer run by the garbage collector) may change the
+ * object's fields, so a field is read into a strong reference before such a call and used from
+ * there, as the Python reads an attribute once into a local. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *handler;
+    PyObject *head_class;
+    PyObject *error_class;
+    PyObject *parser;   /* NULL only after del, as an unset slot of the Python class */
+    PyObject *max_body_int; /* exact int */
+    PyObject *url;      /* exact bytes */
+    PyObject *headers;  /* list of (bytes, bytes) */
+    Py_ssize_t max_url, max_headers, max_header_bytes, max_body;
+    Py_ssize_t header_bytes, body_bytes;
+    Py_ssize_t head_seen;
+    char in_head;
+    char began;
+} Callbacks;
+
+static inline SpeedupsState *
+callbacks_state(Callbacks *self)
+{
+    /* The type cannot be subclassed, so it is always the module's own heap type. */
+    return (SpeedupsState *)PyType_GetModuleState(Py_TYPE(self));
+}
+
+/* a + b for counts (both >= 0), stopping at PY_SSIZE_T_MAX. */
+static inline Py_ssize_t
+count_add(Py_ssize_t a, Py_ssize_t b)
+{
+    return b > PY_SSIZE_T_MAX - a ? PY_SSIZE_T_MAX : a + b;
+}
+
+static int
+clamped_limit(PyObject *value, const char *name, Py_ssize_t *out)
+{
+    if (!PyLong_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "RequestCallbacks(): %s must be an int", name);
+        return -1;
+    }
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow > 0 || v > PY_SSIZE_T_MAX) {
+        *out = PY_SSIZE_T_MAX;
+    }
+    else if (overflow < 0 || v < -1) {
+        *out = -1; /* every count is over any negative limit */
+    }
+    else {
+        *out = (Py_ssize_t)v;
+    }
+    return 0;
+}
+
+static PyObject *
+callbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_SetString(PyExc_TypeError, "RequestCallbacks() takes no keyword arguments");
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(args) != 7) {
+        PyErr_Format(PyExc_TypeError, "RequestCallbacks() takes 7 positional arguments (%zd given)",
+                     PyTuple_GET_SIZE(args));
+        return NULL;
+    }
+    PyObject *handler = PyTuple_GET_ITEM(args, 0);
+    PyObject *max_body = PyTuple_GET_ITEM(args, 4);
+    PyObject *head_class = PyTuple_GET_ITEM(args, 5);
+    PyObject *error_class = PyTuple_GET_ITEM(args, 6);
+    Py_ssize_t max_url, max_headers, max_header_bytes, max_body_n;
+    if (clamped_limit(PyTuple_GET_ITEM(args, 1), "max_url", &max_url) < 0
+        || clamped_limit(PyTuple_GET_ITEM(args, 2), "max_headers", &max_headers) < 0
+        || clamped_limit(PyTuple_GET_ITEM(args, 3), "max_header_bytes", &max_header_bytes) < 0
+        || clamped_limit(max_body, "max_body", &max_body_n) < 0) {
+        return NULL;
+    }
+    if (!PyCallable_Check(head_class)) {
+        PyErr_SetString(PyExc_TypeError, "RequestCallbacks(): head_class must be callable");
+        return NULL;
+    }
+    if (!PyExceptionClass_Check(error_class)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "RequestCallbacks(): error_class must be an exception class");
+        return NULL;
+    }
+    /* int's own nb_int: an exact copy of a subclass's value, running no Python code. */
+    PyObject *max_body_int = PyLong_Type.tp_as_number->nb_int(max_body);
+    PyObject *url = PyBytes_FromStringAndSize(NULL, 0);
+    PyObject *headers = PyList_New(0);
+    Callbacks *self = NULL;
+    if (max_body_int == NULL || url == NULL || headers == NULL
+        || (self = (Callbacks *)type->tp_alloc(type, 0)) == NULL) {
+        Py_XDECREF(max_body_int);
+        Py_XDECREF(url);
+        Py_XDECREF(headers);
+        return NULL;
+    }
+    self->handler = Py_NewRef(handler);
+    self->head_class = Py_NewRef(head_class);
+    self->error_class = Py_NewRef(error_class);
+    self->parser = Py_NewRef(Py_None);
+    self->max_body_int = max_body_int;
+    self->url = url;
+    self->headers = headers;
+    self->max_url = max_url;
+    self->max_headers = max_headers;
+    self->max_header_bytes = max_header_bytes;
+    self->max_body = max_body_n;
+    self->header_bytes = self->body_bytes = self->head_seen = 0;
+    self->in_head = self->began = 0;
+    return (PyObject *)self;
+}
+
+static int
+callbacks_traverse(Callbacks *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->handler);
+    Py_VISIT(self->head_class);
+    Py_VISIT(self->error_class);
+    Py_VISIT(self->parser);
+    Py_VISIT(self->headers);
+    return 0;
+}
+
+static int
+callbacks_clear(Callbacks *self)
+{
+    Py_XSETREF(self->handler, Py_NewRef(Py_None));
+    Py_XSETREF(self->head_class, Py_NewRef(Py_None));
+    Py_XSETREF(self->error_class, Py_NewRef(Py_None));
+    Py_CLEAR(self->parser);
+    return 0;
+}
+
+static void
+callbacks_dealloc(Callbacks *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(self->handler);
+    Py_CLEAR(self->head_class);
+    Py_CLEAR(self->error_class);
+    Py_CLEAR(self->parser);
+    Py_CLEAR(self->max_body_int);
+    Py_CLEAR(self->url);
+    Py_CLEAR(self->headers);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static int
+check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t expected)
+{
+    if (nargs == expected) {
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "%s() takes %zd positional argument%s (%zd given)", name,
+                 expected, expected == 1 ? "" : "s", nargs);
+    return -1;
+}
+
+static PyObject *
+callbacks_on_message_begin(Callbacks *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *headers = PyList_New(0);
+    if (headers == NULL) {
+        return NULL;
+    }
+    Py_SETREF(self->url, PyBytes_FromStringAndSize(NULL, 0)); /* the b"" singleton: no failure */
+    Py_SETREF(self->headers, headers);
+    self->header_bytes = 0;
+    self->body_bytes = 0;
+    self->in_head = 1;
+    self->head_seen = 0;
+    self->began = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+callbacks_on_url(Callbacks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("on_url", nargs, 1) < 0) {
+        return NULL;
+    }
+    PyObject *url = args[0];
+    if (!PyBytes_Check(url)) {
+        PyErr_SetString(PyExc_TypeError, "on_url(): url must be bytes");
+        return NULL;
+    }
+    Py_ssize_t have = PyBytes_GET_SIZE(self->url), add = PyBytes_GET_SIZE(url);
+    PyObject *joined;
+    if (have == 0 && PyBytes_CheckExact(url)) {
+        joined = Py_NewRef(url);
+    }
+    else {
+        if (add > PY_SSIZE_T_MAX - have) {
+            PyErr_SetString(PyExc_OverflowError, "URL too long");
+            return NULL;
+        }
+        joined = PyBytes_FromStringAndSize(NULL, have + add);
+        if (joined == NULL) {
+            return NULL;
+        }
+        char *w = PyBytes_AS_STRING(joined);
+        w = put(w, PyBytes_AS_STRING(self->url), have);
+        put(w, PyBytes_AS_STRING(url), add);
+    }
+    Py_SETREF(self->url, joined);
+    if (PyBytes_GET_SIZE(self->url) > self->max_url) {
+        head_error(self->error_class, 414, "url_too_long", "request target over max_url_bytes");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+callbacks_on_header(Callbacks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("on_header", nargs, 2) < 0) {
+        return NULL;
+    }
+    PyObject *name = args[0], *value = args[1];
+    if (!PyBytes_Check(name) || !PyBytes_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "on_header(): name and value must be bytes");
+        return NULL;
+    }
+    PyObject *headers = Py_NewRef(self->headers); /* the list before the pair may run the GC */
+    PyObject *pair = PyTuple_Pack(2, name, value);
+    int rc = pair != NULL ? PyList_Append(headers, pair) : -1;
+    Py_XDECREF(pair);
+    Py_DECREF(headers);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_ssize_t n = count_add(PyBytes_GET_SIZE(name), PyBytes_GET_SIZE(value));
+    self->header_bytes = count_add(self->header_bytes, count_add(n, 4));
+    if (PyList_GET_SIZE(self->headers) > self->max_headers) {
+        head_error(self->error_class, 431, "too_many_headers",
+                   "more than max_headers header fields");
+        return NULL;
+    }
+    if (self->header_bytes > self->max_header_bytes) {
+        head_error(self->error_class, 431, "headers_too_large", "headers over max_header_bytes");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+enum { HEAD_ARGS = 13 };
+
+/* parse_head(parser.get_method().decode("ascii"), url, parser.get_http_version(), headers,
+ * parser.should_keep_alive(), max_body), with scan_head in place of scan_request: the
+ * RequestHead, or NULL with error_class(status, reason, detail) or what a call raised. */
+static PyObject *
+build_head(Callbacks *self, SpeedupsState *st, PyObject *parser)
+{
+    PyObject *method = NULL, *url = NULL, *version = NULL, *raw = NULL, *keep_alive = NULL;
+    PyObject *max_body = NULL, *error_class = NULL, *head_class = NULL, *head = NULL;
+    PyObject *fields[SCAN_RESULTS];
+
+    PyObject *name = PyObject_CallMethodNoArgs(parser, st->get_method);
+    if (name == NULL) {
+        goto done;
+    }
+    method = PyBytes_Check(name)
+                 ? PyUnicode_DecodeASCII(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), NULL)
+                 : PyObject_CallMethod(name, "decode", "s", "ascii");
+    Py_DECREF(name);
+    if (method == NULL) {
+        goto done;
+    }
+    url = Py_NewRef(self->url);
+    if ((version = PyObject_CallMethodNoArgs(parser, st->get_http_version)) == NULL) {
+        goto done;
+    }
+    raw = Py_NewRef(self->headers);
+    if ((keep_alive = PyObject_CallMethodNoArgs(parser, st->should_keep_alive)) == NULL) {
+        goto done;
+    }
+    max_body = Py_NewRef(self->max_body_int);
+    error_class = Py_NewRef(self->error_class);
+    if (check_scan_args(method, url, version, raw, keep_alive, max_body) < 0
+        || scan_head(st, error_class, url, version, raw, max_body, fields) < 0) {
+        goto done;
+    }
+    PyObject *argv[HEAD_ARGS] = {
+        method, fields[0], fields[1], version, fields[2], keep_alive, fields[3],
+        fields[4], fields[5], fields[6], fields[7], fields[8], fields[9],
+    };
+    head_class = Py_NewRef(self->head_class);
+    head = PyObject_Vectorcall(head_class, argv, HEAD_ARGS, NULL);
+    for (int i = 0; i < SCAN_RESULTS; i++) {
+        Py_DECREF(fields[i]);
+    }
+done:
+    Py_XDECREF(method);
+    Py_XDECREF(url);
+    Py_XDECREF(version);
+    Py_XDECREF(raw);
+    Py_XDECREF(keep_alive);
+    Py_XDECREF(max_body);
+    Py_XDECREF(error_class);
+    Py_XDECREF(head_class);
+    return head;
+}
+
+static PyObject *
+callbacks_on_headers_complete(Callbacks *self, PyObject *Py_UNUSED(ignored))
+{
+    SpeedupsState *st = callbacks_state(self);
+    self->in_head = 0;
+    if (self->parser == NULL) {
+        PyErr_Format(PyExc_AttributeError, "'%.200s' object has no attribute 'parser'",
+                     Py_TYPE(self)->tp_name);
+        return NULL;
+    }
+    if (self->parser == Py_None) {
+        PyErr_SetNone(PyExc_AssertionError); /* assert parser is not None */
+        return NULL;
+    }
+    PyObject *parser = Py_NewRef(self->parser);
+    PyObject *head = build_head(self, st, parser);
+    Py_DECREF(parser);
+    if (head == NULL) {
+        return NULL;
+    }
+    PyObject *handler = Py_NewRef(self->handler);
+    PyObject *result = PyObject_CallMethodOneArg(handler, st->on_request, head);
+    Py_DECREF(handler);
+    Py_DECREF(head);
+    if (result == NULL) {
+        return NULL;
+    }
+    Py_DECREF(result);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+callbacks_on_body(Callbacks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("on_body", nargs, 1) < 0) {
+        return NULL;
+    }
+    PyObject *body = args[0];
+    if (!PyBytes_Check(body)) {
+        PyErr_SetString(PyExc_TypeError, "on_body(): body must be bytes");
+        return NULL;
+    }
+    self->body_bytes = count_add(self->body_bytes, PyBytes_GET_SIZE(body));
+    if (self->body_bytes > self->max_body) {
+        head_error(self->error_class, 413, "too_large", "body over max_body_bytes");
+        return NULL;
+    }
+    PyObject *handler = Py_NewRef(self->handler);
+    PyObject *result = PyObject_CallMethodOneArg(handler, callbacks_state(self)->on_body, body);
+    Py_DECREF(handler);
+    if (result == NULL) {
+        return NULL;
+    }
+    Py_DECREF(result);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+callbacks_on_message_complete(Callbacks *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *handler = Py_NewRef(self->handler);
+    PyObject *result = PyObject_CallMethodNoArgs(handler, callbacks_state(self)->on_request_end);
+    Py_DECREF(handler);
+    if (result == NULL) {
+        return NULL;
+    }
+    Py_DECREF(result);
+    Py_RETURN_NONE;
+}
+
+/* in_head and began read back as bools and take only bools, as RequestParser sets them. */
+static PyObject *
+callbacks_get_flag(Callbacks *self, void *offset)
+{
+    return PyBool_FromLong(*((char *)self + (size_t)offset));
+}
+
+static int
+callbacks_set_flag(Callbacks *self, PyObject *value, void *offset)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete a RequestCallbacks flag");
+        return -1;
+    }
+    if (!PyBool_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "RequestCallbacks flags must be bool, not %.200s",
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    *((char *)self + (size_t)offset) = value == Py_True;
+    return 0;
+}
+
+static PyGetSetDef callbacks_getset[] = {
+    {"in_head", (getter)callbacks_get_flag, (setter)callbacks_set_flag,
+     "A request has begun and its head is not complete.", (void *)offsetof(Callbacks, in_head)},
+    {"began", (getter)callbacks_get_flag, (setter)callbacks_set_flag,
+     "A head began during the current feed.", (void *)offsetof(Callbacks, began)},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef callbacks_members[] = {
+    {"head_seen", T_PYSSIZET, offsetof(Callbacks, head_seen), 0,
+     "Bytes fed while the head is open (see RequestParser.feed)."},
+    {"parser", T_OBJECT_EX, offsetof(Callbacks, parser), 0,
+     "The httptools parser on_headers_complete asks for the method, version and keep-alive."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef callbacks_methods[] = {
+    {"on_message_begin", (PyCFunction)callbacks_on_message_begin, METH_NOARGS, NULL},
+    {"on_url", (PyCFunction)(void (*)(void))callbacks_on_url, METH_FASTCALL, NULL},
+    {"on_header", (PyCFunction)(void (*)(void))callbacks_on_header, METH_FASTCALL, NULL},
+    {"on_headers_complete", (PyCFunction)callbacks_on_headers_complete, METH_NOARGS, NULL},
+    {"on_body", (PyCFunction)(void (*)(void))callbacks_on_body, METH_FASTCALL, NULL},
+    {"on_message_complete", (PyCFunction)callbacks_on_message_complete, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(callbacks_doc,
+"RequestCallbacks(handler, max_url, max_headers, max_header_bytes, max_body, head_class,\n"
+"                 error_class, /)\n"
+"--\n"
+"\n"
+"request.RequestCallbacks in C: llhttp's callbacks for one connection. head_class is\n"
+"RequestHead, built as parse_head builds it; error_class is ProtocolError, raised as\n"
+"error_class(status, reason, detail) where the Python raises ProtocolError.");
+
+static PyType_Slot callbacks_slots[] = {
+    {Py_tp_doc, (void *)callbacks_doc},
+    {Py_tp_new, callbacks_new},
+    {Py_tp_dealloc, callbacks_dealloc},
+    {Py_tp_traverse, callbacks_traverse},
+    {Py_tp_clear, callbacks_clear},
+    {Py_tp_methods, callbacks_methods},
+    {Py_tp_members, callbacks_members},
+    {Py_tp_getset, callbacks_getset},
+    {0, NULL},
+};
+
+static PyType_Spec callbacks_spec = {
+    .name = "fastproxy.http._speedups.RequestCallbacks",
+    .basicsize = sizeof(Callbacks),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = callbacks_slots,
+};
 
 /* -- module ----------------------------------------------------------------------------------- */
 
@@ -1592,7 +2124,30 @@ speedups_exec(PyObject *module)
         return -1;
     }
     st->host_name = PyBytes_FromStringAndSize("Host", 4);
-    return st->host_name == NULL ? -1 : 0;
+    if (st->host_name == NULL) {
+        return -1;
+    }
+    struct {
+        PyObject **slot;
+        const char *name;
+    } names[] = {
+        {&st->on_request, "on_request"},
+        {&st->on_body, "on_body"},
+        {&st->on_request_end, "on_request_end"},
+        {&st->get_method, "get_method"},
+        {&st->get_http_version, "get_http_version"},
+        {&st->should_keep_alive, "should_keep_alive"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if ((*names[i].slot = PyUnicode_InternFromString(names[i].name)) == NULL) {
+            return -1;
+        }
+    }
+    st->callbacks_type = PyType_FromModuleAndSpec(module, &callbacks_spec, NULL);
+    if (st->callbacks_type == NULL) {
+        return -1;
+    }
+    return PyModule_AddType(module, (PyTypeObject *)st->callbacks_type);
 }
 
 static int
@@ -1600,6 +2155,7 @@ speedups_traverse(PyObject *module, visitproc visit, void *arg)
 {
     SpeedupsState *st = get_state(module);
     Py_VISIT(st->head_error);
+    Py_VISIT(st->callbacks_type);
     return 0;
 }
 
@@ -1609,6 +2165,13 @@ speedups_clear(PyObject *module)
     SpeedupsState *st = get_state(module);
     Py_CLEAR(st->head_error);
     Py_CLEAR(st->host_name);
+    Py_CLEAR(st->callbacks_type);
+    Py_CLEAR(st->on_request);
+    Py_CLEAR(st->on_body);
+    Py_CLEAR(st->on_request_end);
+    Py_CLEAR(st->get_method);
+    Py_CLEAR(st->get_http_version);
+    Py_CLEAR(st->should_keep_alive);
     return 0;
 }
 

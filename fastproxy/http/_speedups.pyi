@@ -1,6 +1,15 @@
 # The C twins of fastproxy.http.response.response_head_reference,
-# fastproxy.http.forward.request_head_reference and fastproxy.http.request.parse_head
-# (see fastproxy/http/_speedups.c).
+# fastproxy.http.forward.request_head_reference, fastproxy.http.request.parse_head and
+# fastproxy.http.request.RequestCallbacks (see fastproxy/http/_speedups.c).
+
+from typing import Any, Protocol, final
+
+from httptools import HttpRequestParser
+
+class _Handler(Protocol):
+    def on_request(self, head: Any, /) -> object: ...
+    def on_body(self, chunk: bytes, /) -> object: ...
+    def on_request_end(self) -> object: ...
 
 class HeadError(ValueError):
     """parse_head's ProtocolError: args are (status, reason, detail)."""
@@ -42,3 +51,33 @@ def scan_request(
     bytes | None,  # forwarded_proto
     bool,  # expect_continue
 ]: ...
+
+@final
+class RequestCallbacks:
+    """request.RequestCallbacks in C: llhttp's callbacks for one connection.
+
+    ``head_class`` is RequestHead (called with parse_head's 13 arguments), ``error_class`` is
+    ProtocolError (raised as ``error_class(status, reason, detail)``).
+    """
+
+    in_head: bool
+    head_seen: int
+    began: bool
+    parser: HttpRequestParser | None  # set by RequestParser after construction
+    def __init__(
+        self,
+        handler: _Handler,
+        max_url: int,
+        max_headers: int,
+        max_header_bytes: int,
+        max_body: int,
+        head_class: Any,
+        error_class: type[BaseException],
+        /,
+    ) -> None: ...
+    def on_message_begin(self) -> None: ...
+    def on_url(self, url: bytes, /) -> None: ...
+    def on_header(self, name: bytes, value: bytes, /) -> None: ...
+    def on_headers_complete(self) -> None: ...
+    def on_body(self, body: bytes, /) -> None: ...
+    def on_message_complete(self) -> None: ...

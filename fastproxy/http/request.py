@@ -31,12 +31,15 @@ X-Request-Id, X-Auth-*): the proxy re-serializes all of them.
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
 from fastproxy.config.schema import LimitsSettings
 from fastproxy.http.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from fastproxy.http._speedups import RequestCallbacks as _CCallbacks
 
 __all__ = [
     "RequestCallbacks",
@@ -372,6 +375,20 @@ class RequestCallbacks:
         self._handler.on_request_end()
 
 
+def _callbacks(handler: RequestHandler, limits: LimitsSettings) -> RequestCallbacks | _CCallbacks:
+    """The C RequestCallbacks when the extension is built (no Python frame per callback)."""
+    args = (handler, limits.max_url_bytes, limits.max_headers, limits.max_header_bytes, limits.max_body_bytes)
+    if _CRequestCallbacks is not None:
+        return _CRequestCallbacks(*args, RequestHead, ProtocolError)
+    return RequestCallbacks(*args)
+
+
+try:
+    from fastproxy.http._speedups import RequestCallbacks as _CRequestCallbacks
+except ImportError:  # pragma: no cover - only without a compiler
+    _CRequestCallbacks = None  # type: ignore[assignment,misc]
+
+
 class RequestParser:
     """Feeds raw client bytes to llhttp and a :class:`RequestHandler`; see the module doc."""
 
@@ -379,9 +396,7 @@ class RequestParser:
 
     def __init__(self, handler: RequestHandler, limits: LimitsSettings) -> None:
         self._head_limit = limits.max_header_bytes + limits.max_url_bytes
-        self._callbacks = RequestCallbacks(
-            handler, limits.max_url_bytes, limits.max_headers, limits.max_header_bytes, limits.max_body_bytes
-        )
+        self._callbacks = _callbacks(handler, limits)
         self._parser = httptools.HttpRequestParser(self._callbacks)
         self._callbacks.parser = self._parser
         # A request with Upgrade (or CONNECT) ends llhttp's HTTP parsing of the connection: the
