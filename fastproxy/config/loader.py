@@ -74,7 +74,7 @@ def load_config(
         }
         warnings.append(
             f"no config file: every path is proxied to {upstream_url} with no authentication or "
-            "authorization (sizes, timeouts and audit still apply)"
+            "authorization (size limits, timeouts and request hygiene still apply)"
         )
     else:
         raise ConfigError(["give --config PATH or --upstream URL"])
@@ -273,6 +273,12 @@ def _compile(file: FileConfig, path: str | None, errors: _Errors, warnings: tupl
 
     if errors.lines:
         return None
+    if file.audit.path is not None:
+        warnings = (
+            *warnings,
+            f"audit.path is {file.audit.path}, but the audit writer is not in this release yet: "
+            "no audit records are written",
+        )
     workers = server.workers or os.cpu_count() or 1
     return Config(
         source=os.path.abspath(path) if path else None,
