@@ -17,9 +17,9 @@ import httptools
 
 from fastproxy.http import _speedups
 from fastproxy.http.errors import ProtocolError
-from fastproxy.http.forward import upstream_request_head
-from fastproxy.http.request import RequestCallbacks, RequestHead, parse_head
-from fastproxy.http.response import Framing, build_response_head, choose_framing, parse_response_head
+from fastproxy.http.forward import request_head_reference
+from fastproxy.http.request import RequestCallbacks, RequestHead, parse_head, parse_head_reference
+from fastproxy.http.response import response_head_reference
 
 NGINX = (
     b"HTTP/1.1 200 OK\r\n"
@@ -50,14 +50,6 @@ BROWSER_HEADERS = [
     (b"Accept-Encoding", b"gzip, deflate, br"),
     (b"Authorization", b"Bearer eyJhbGciOiJIUzI1NiJ9.e30.ZRrHA1JJJW8opsbCGfG_HACGpVUMN_a9IV7pAx_Zmeo"),
 ]
-
-
-def python_response(raw: bytes, status: int, is_head: bool, client_http11: bool, keep_alive: bool) -> object:
-    # What upstream.on_headers_complete does today, as one call.
-    head = parse_response_head(raw)
-    framing = choose_framing(status, "HEAD" if is_head else "GET", head, "1.1" if client_http11 else "1.0")
-    keep_alive_after = keep_alive and framing != Framing.CLOSE
-    return build_response_head(status, head, framing, REQUEST_ID, not keep_alive_after)
 
 
 def request() -> RequestHead:
@@ -94,38 +86,6 @@ HEAD_FIELDS = (
     "forwarded_proto",
     "expect_continue",
 )
-
-
-def scanned_head(
-    method: str,
-    url: bytes,
-    version: str,
-    raw_headers: list[tuple[bytes, bytes]],
-    keep_alive: bool,
-    max_body_bytes: int,
-) -> RequestHead:
-    # What parse_head would do with scan_request: the RequestHead built from its tuple.
-    (
-        target,
-        path,
-        headers,
-        content_length,
-        chunked,
-        host,
-        request_id,
-        forwarded_for,
-        forwarded_proto,
-        expect_continue,
-    ) = _speedups.scan_request(method, url, version, raw_headers, keep_alive, max_body_bytes)
-    head = RequestHead(method, target, path, version, headers, keep_alive)
-    head.content_length = content_length
-    head.chunked = chunked
-    head.host = host
-    head.request_id = request_id
-    head.forwarded_for = forwarded_for
-    head.forwarded_proto = forwarded_proto
-    head.expect_continue = expect_continue
-    return head
 
 
 BROWSER_GET = (
@@ -173,49 +133,42 @@ def main() -> None:
     cases: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
         (
             "response_head (nginx, fast path)",
-            lambda: python_response(NGINX, 200, False, True, True),
+            lambda: response_head_reference(NGINX, REQUEST_ID, 200, False, True, True),
             lambda: _speedups.response_head(NGINX, REQUEST_ID, 200, False, True, True),
         ),
         (
             "response_head (Connection names a header)",
-            lambda: python_response(NAMING, 200, False, True, True),
+            lambda: response_head_reference(NAMING, REQUEST_ID, 200, False, True, True),
             lambda: _speedups.response_head(NAMING, REQUEST_ID, 200, False, True, True),
         ),
         (
             "request_head (5 headers, 2 extra)",
-            lambda: upstream_request_head(head, peer, False, proto, REQUEST_ID, extra),
-            # With the conversions a caller makes: the method stays a str, None becomes -1.
+            lambda: request_head_reference(
+                head.method, head.target, head.headers, peer, proto, REQUEST_ID, extra, head.chunked, -1
+            ),
             lambda: _speedups.request_head(
-                head.method,
-                head.target,
-                head.headers,
-                peer,
-                proto,
-                REQUEST_ID,
-                extra,
-                head.chunked,
-                -1 if head.content_length is None else head.content_length,
+                head.method, head.target, head.headers, peer, proto, REQUEST_ID, extra, head.chunked, -1
             ),
         ),
         (
             "parse_head (5 headers) / scan_request",
-            lambda: parse_head(*READ_BROWSER),
+            lambda: parse_head_reference(*READ_BROWSER),
             lambda: _speedups.scan_request(*READ_BROWSER),
         ),
         (
             "parse_head (5 headers) / + RequestHead",
+            lambda: parse_head_reference(*READ_BROWSER),
             lambda: parse_head(*READ_BROWSER),
-            lambda: scanned_head(*READ_BROWSER),
         ),
         (
             "parse_head (absolute, Connection) / scan",
-            lambda: parse_head(*READ_RULES),
+            lambda: parse_head_reference(*READ_RULES),
             lambda: _speedups.scan_request(*READ_RULES),
         ),
         (
             "parse_head (absolute, Connection) / + head",
+            lambda: parse_head_reference(*READ_RULES),
             lambda: parse_head(*READ_RULES),
-            lambda: scanned_head(*READ_RULES),
         ),
         (
             "RequestCallbacks (browser GET, 6 headers)",
@@ -230,8 +183,6 @@ def main() -> None:
         if isinstance(expected, RequestHead):
             expected = head_fields(expected)
             got = head_fields(got) if isinstance(got, RequestHead) else got
-        else:
-            got = got[0] if isinstance(got, tuple) else got
         assert expected == got, name
     print(f"{'':44} {'Python us':>10} {'C us':>8} {'speedup':>8}")
     for name, python, c in cases:
