@@ -24,7 +24,7 @@ import pytest
 from fastproxy.http import _speedups
 from fastproxy.http.forward import request_head_reference, upstream_request_head
 from fastproxy.http.request import RequestHead
-from fastproxy.http.response import Framing, build_response_head, choose_framing, parse_response_head
+from fastproxy.http.response import Framing, response_head_reference
 
 ResponseResult = tuple[bytes, int, int, bool, bool]
 Fields = list[tuple[bytes, bytes]]
@@ -32,16 +32,8 @@ Fields = list[tuple[bytes, bytes]]
 FLAGS = list(itertools.product((False, True), repeat=3))  # is_head, client_http11, keep_alive
 
 
-def py_response_head(
-    raw: bytes, request_id: bytes, status: int, is_head: bool, client_http11: bool, keep_alive: bool
-) -> ResponseResult:
-    """The reference for _speedups.response_head."""
-    head = parse_response_head(raw)
-    framing = choose_framing(status, "HEAD" if is_head else "GET", head, "1.1" if client_http11 else "1.0")
-    keep_alive_after = keep_alive and framing != Framing.CLOSE
-    client_head = build_response_head(status, head, framing, request_id, not keep_alive_after)
-    length = -1 if head.content_length is None else head.content_length
-    return client_head, framing, length, head.upstream_chunked, keep_alive_after
+# The reference for _speedups.response_head.
+py_response_head = response_head_reference
 
 
 def py_request_head(
