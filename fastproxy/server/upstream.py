@@ -59,7 +59,7 @@ class UpstreamPool:
         self.upstream = upstream
         self.state = state
         self.idle: list[UpstreamConnection] = []
-        self.open = 0
+        self.open = 0  # connections open, idle or busy (the upstream_connections_open gauge)
 
     def acquire(self) -> UpstreamConnection | None:
         idle = self.idle
