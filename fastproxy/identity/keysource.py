@@ -181,10 +181,14 @@ async def fetch(url: str, *, timeout: float, max_bytes: int = 1 << 20) -> bytes:
         raise FetchError(url, f"timed out after {timeout:g}s") from None
     except ConnectionRefusedError:
         raise FetchError(url, "connection refused") from None
+    except ConnectionResetError:
+        raise FetchError(url, "connection reset") from None
     except ssl.SSLError as exc:
         raise FetchError(url, f"TLS error ({exc.reason or exc})") from None
     except OSError as exc:
-        raise FetchError(url, f"connection error ({exc.strerror or exc})") from None
+        raise FetchError(
+            url, f"connection error ({exc.strerror or str(exc) or type(exc).__name__})"
+        ) from None
 
 
 async def _exchange(url: str, host: str, port: int, tls: bool, request: bytes, max_bytes: int) -> bytes:
