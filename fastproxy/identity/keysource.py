@@ -47,6 +47,7 @@ import orjson
 __all__ = [
     "FetchError",
     "KeySource",
+    "Loader",
     "discovery_loader",
     "discovery_url",
     "fetch",
@@ -184,11 +185,12 @@ async def fetch(url: str, *, timeout: float, max_bytes: int = 1 << 20) -> bytes:
     except ConnectionResetError:
         raise FetchError(url, "connection reset") from None
     except ssl.SSLError as exc:
-        raise FetchError(url, f"TLS error ({exc.reason or exc})") from None
+        # A certificate failure says why in verify_message ("self-signed certificate", ...).
+        detail = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+        raise FetchError(url, f"TLS error ({detail})") from None
     except OSError as exc:
-        raise FetchError(
-            url, f"connection error ({exc.strerror or str(exc) or type(exc).__name__})"
-        ) from None
+        detail = exc.strerror or str(exc) or type(exc).__name__
+        raise FetchError(url, f"connection error ({detail})") from None
 
 
 async def _exchange(url: str, host: str, port: int, tls: bool, request: bytes, max_bytes: int) -> bytes:
@@ -246,7 +248,7 @@ async def _read_response(url: str, reader: asyncio.StreamReader, max_bytes: int)
 def _check_head(url: str, status: int, response: _Response, max_bytes: int) -> None:
     if status != 200:
         raise FetchError(url, f"status {status}")
-    if response.content_encoding not in (None, b"identity"):
+    if response.content_encoding is not None and response.content_encoding.lower() != b"identity":
         raise FetchError(url, "bad response (unrequested Content-Encoding)")
     if response.content_length is not None:
         try:

@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime
+import ipaddress
 import socket
+import ssl
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
+from fastproxy.identity import keysource
 from fastproxy.identity.keysource import FetchError, fetch, redact_url
 
 T = TypeVar("T")
@@ -165,9 +170,10 @@ class Server:
             self._tasks.discard(task)
 
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[Server]:
-        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async def running(self, tls: ssl.SSLContext | None = None) -> AsyncIterator[Server]:
+        server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=tls)
+        scheme = "https" if tls else "http"
+        self.base = f"{scheme}://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         try:
             yield self
         finally:
@@ -336,3 +342,74 @@ def test_the_same_under_uvloop() -> None:
         assert (await failure("/cut-chunked")).reason.endswith("before the end of the body)")
 
     uvloop.run(main())
+
+
+# --- TLS -----------------------------------------------------------------------------------------
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (its own CA) and its key, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fastproxy test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_server_context(tmp_path: Path) -> ssl.SSLContext:
+    cert_path, key_path = self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+@pytest.fixture
+def trusted_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Makes fetch() trust the test certificate: OpenSSL reads SSL_CERT_FILE when the context is made."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
+    keysource._tls_context.cache_clear()
+    yield
+    keysource._tls_context.cache_clear()
+
+
+async def fetch_over_tls(context: ssl.SSLContext, path: str) -> bytes:
+    async with Server().running(tls=context) as server:
+        return await fetch(server.base + path, timeout=5.0)
+
+
+@pytest.mark.parametrize("path", ["/cl", "/chunked", "/eof"])
+def test_https(tls_server_context: ssl.SSLContext, trusted_ca: None, path: str) -> None:
+    assert run(fetch_over_tls(tls_server_context, path)) == JWKS
+
+
+def test_https_refuses_an_untrusted_certificate(tls_server_context: ssl.SSLContext) -> None:
+    keysource._tls_context.cache_clear()  # the system's CAs, whatever an earlier test set
+    with pytest.raises(FetchError) as info:
+        run(fetch_over_tls(tls_server_context, "/cl"))
+    assert info.value.reason.startswith("TLS error (") and "certificate" in info.value.reason
