@@ -18,7 +18,7 @@ on the request context and the request goes on. "Not my credential" (``None``) i
 "bad credential" (a rejection) — a stage that does not recognise a request lets the next one try.
 
 Stages may add headers for the upstream (``ctx.upstream_headers``) and facts for the audit record
-(``ctx.principal``, ``ctx.auth``). They never see the socket.
+(``ctx.principal``, ``ctx.auth``, ``ctx.roles``, ``ctx.scopes``). They never see the socket.
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ class RequestContext:
         "head",
         "principal",
         "request_id",
+        "roles",
+        "scopes",
         "upstream_headers",
         "would_deny",
     )
@@ -67,7 +69,9 @@ class RequestContext:
         self.client_ip = client_ip
         self.request_id = request_id
         self.principal: str | None = None
-        self.auth: str | None = None
+        self.auth: str | None = None  # how: "jwt:corp", "api_key:ci-bot"
+        self.roles: tuple[str, ...] = ()
+        self.scopes: frozenset[str] = frozenset()
         self.would_deny: str | None = None
         self.upstream_headers: list[tuple[bytes, bytes]] = []
 

@@ -17,6 +17,7 @@ import msgspec
 
 from fastproxy.config.model import Config, Upstream
 from fastproxy.config.schema import FileConfig, RouteSettings
+from fastproxy.identity.issuers import compile_identity
 from fastproxy.net import Address, parse_address, parse_networks, parse_upstream_url
 from fastproxy.routing import Route, Router, check_method, compile_pattern
 
@@ -236,12 +237,7 @@ def _compile(file: FileConfig, path: str | None, errors: _Errors, warnings: tupl
     if server.tls_cert is not None:
         errors.add("server.tls_cert", "TLS listeners are not available in this release")
 
-    for name, issuer in file.identity.jwt.items():
-        hs = [a for a in issuer.algorithms if a.startswith("HS")]
-        if hs and issuer.secret_env is None:
-            errors.add(f"identity.jwt.{name}.algorithms", f"{', '.join(hs)} needs secret_env")
-        if issuer.secret_env is not None and len(hs) != len(issuer.algorithms):
-            errors.add(f"identity.jwt.{name}.algorithms", "an HS* issuer takes HS* algorithms only")
+    identity = compile_identity(file.identity, errors.add)
 
     upstreams: dict[str, Upstream] = {}
     for name, upstream_settings in file.upstreams.items():
@@ -291,6 +287,7 @@ def _compile(file: FileConfig, path: str | None, errors: _Errors, warnings: tupl
         trusted_proxies=trusted,
         upstreams=MappingProxyType(upstreams),
         router=Router(tuple(routes)),
+        identity=identity,
         file=file,
         warnings=warnings,
     )
@@ -298,7 +295,7 @@ def _compile(file: FileConfig, path: str | None, errors: _Errors, warnings: tupl
 
 # Route keys whose stages arrive with later releases; a route that uses one is refused rather
 # than served without the check it asks for.
-_NOT_YET = ("identity", "roles_any", "scopes_all", "allow_ips", "deny_ips", "rate_limit", "mask")
+_NOT_YET = ("rate_limit", "mask")
 
 
 def _compile_route(
@@ -344,6 +341,12 @@ def _compile_route(
         else:
             errors.add(f"{key}.identity", f"unknown identity method {ref!r} (jwt:NAME or api_key)")
             ok = False
+    if settings.public and (settings.roles_any or settings.scopes_all):
+        errors.add(f"{key}.public", "roles_any and scopes_all need a principal: not with public = true")
+        ok = False
+    if settings.forward_credentials and settings.public:
+        errors.add(f"{key}.forward_credentials", "a public route forwards every header it is sent")
+        ok = False
     if settings.rate_limit is not None and settings.rate_limit not in file.rate_limits:
         errors.add(f"{key}.rate_limit", f"no [rate_limits.{settings.rate_limit}]")
         ok = False

@@ -10,6 +10,7 @@ from fastproxy.config.schema import AuditSettings, FileConfig, LimitsSettings, S
 from fastproxy.net import Address, Network
 
 if TYPE_CHECKING:
+    from fastproxy.identity.issuers import CompiledIdentity
     from fastproxy.routing import Router
 
 __all__ = ["Config", "Upstream"]
@@ -37,5 +38,6 @@ class Config:
     trusted_proxies: tuple[Network, ...]
     upstreams: Mapping[str, Upstream]
     router: Router
+    identity: CompiledIdentity
     file: FileConfig
     warnings: tuple[str, ...] = ()

@@ -19,10 +19,11 @@ import uvloop
 from fastproxy.config.model import Config
 from fastproxy.server.admin import AdminConnection
 from fastproxy.server.connection import ClientConnection
-from fastproxy.server.heartbeat import BOOTING, READY, STOPPING, HeartbeatTable
+from fastproxy.server.heartbeat import BOOTING, KEYS_LOADED, READY, STOPPING, HeartbeatTable
 from fastproxy.server.sockets import BACKLOG
 from fastproxy.server.state import WorkerState
 from fastproxy.server.upstream import UpstreamPool
+from fastproxy.stages.build import PolicyRuntime
 
 __all__ = ["WORKER_BOOT_ERROR", "Worker"]
 
@@ -52,6 +53,7 @@ class Worker:
         self.master_pid = master_pid
         self.pid = 0
         self.state: WorkerState | None = None
+        self.policy: PolicyRuntime | None = None
         self.servers: list[asyncio.Server] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stop_deadline: float | None = None
@@ -82,12 +84,16 @@ class Worker:
         self.loop = loop
         state = WorkerState(self.config, loop)
         self.state = state
+        policy = PolicyRuntime(self.config)
+        self.policy = policy
+        state.router = policy.router
+        policy.start(loop)
         for name, upstream in self.config.upstreams.items():
             state.pools[name] = UpstreamPool(upstream, state)
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGQUIT, self._quit)
         loop.run_until_complete(self._serve(state))
-        self.heartbeats.beat(self.slot, self.pid, READY)
+        self.heartbeats.beat(self.slot, self.pid, READY, self._flags())
         loop.call_later(_TICK, self._tick)
         # Requests allocate short-lived objects freed by reference counting; the cyclic
         # collector's frequent young-generation passes cost about 10% of a request here
@@ -133,8 +139,11 @@ class Worker:
                 loop.stop()
                 return
         else:
-            self.heartbeats.beat(self.slot, self.pid, READY)
+            self.heartbeats.beat(self.slot, self.pid, READY, self._flags())
         loop.call_later(_TICK, self._tick)
+
+    def _flags(self) -> int:
+        return KEYS_LOADED if self.policy is not None and self.policy.keys_ready() else 0
 
     def stop(self) -> None:
         """Graceful: stop accepting, let answers in progress finish, then exit."""
@@ -150,6 +159,8 @@ class Worker:
             conn.close_if_idle()
         for pool in state.pools.values():
             pool.close_idle(loop.time())
+        if self.policy is not None:
+            loop.create_task(self.policy.close())
 
     def _quit(self) -> None:
         sys.stderr.flush()
@@ -159,8 +170,14 @@ class Worker:
 
     def _readiness(self) -> tuple[bool, dict[str, object]]:
         ready = self.heartbeats.ready_count()
+        with_keys = self.heartbeats.ready_with(KEYS_LOADED)
         stopping = self.state is not None and self.state.stopping
-        return ready > 0 and not stopping, {"workers_ready": ready, "workers": self.config.workers}
+        detail: dict[str, object] = {"workers_ready": ready, "workers": self.config.workers}
+        if with_keys < ready:
+            detail["workers_without_keys"] = ready - with_keys
+            if self.policy is not None and self.policy.not_ready():
+                detail["keys"] = self.policy.not_ready()
+        return ready > 0 and with_keys == ready and not stopping, detail
 
     def _metrics(self) -> bytes:
         state = self.state

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from fastproxy.config import Config, ConfigError, load_config
+from fastproxy.identity.mint import public_jwks
 from fastproxy.net import Address
 
 UPSTREAM_AND_ROUTE = """
@@ -121,7 +125,17 @@ def write(tmp_path: Path, text: str, name: str = "fastproxy.toml") -> str:
     path = tmp_path / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+    if "keys/jwks.json" in text:
+        write_jwks(path.parent / "keys" / "jwks.json")
     return str(path)
+
+
+def write_jwks(path: Path) -> None:
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(public_jwks(pem, "k1")))
 
 
 def errors_of(path: str, **kwargs: object) -> list[str]:
@@ -193,21 +207,11 @@ def test_spec_example_route_is_refused_for_what_this_release_lacks(tmp_path: Pat
     errors = errors_of(path)
     assert errors == [
         f"{path}: routes[0].{key}: {NOT_YET} (this route would not be enforced)"
-        for key in ("identity", "roles_any", "rate_limit", "mask")
+        for key in ("rate_limit", "mask")
     ]
 
 
-@pytest.mark.parametrize(
-    ("key", "value"),
-    [
-        ("scopes_all", '["orders:read"]'),
-        ("allow_ips", '["10.0.0.0/8"]'),
-        ("deny_ips", '["192.0.2.0/24"]'),
-        ("roles_any", '["admin"]'),
-        ("rate_limit", '"per-user"'),
-        ("mask", '"pii"'),
-    ],
-)
+@pytest.mark.parametrize(("key", "value"), [("rate_limit", '"per-user"'), ("mask", '"pii"')])
 def test_each_later_release_route_key_is_refused(tmp_path: Path, key: str, value: str) -> None:
     route = f'[[routes]]\nname = "r"\npath = "/r"\nupstream = "api"\npublic = true\n{key} = {value}\n'
     path = write(tmp_path, SPEC_EXAMPLE.replace("ROUTES", route))
@@ -215,10 +219,33 @@ def test_each_later_release_route_key_is_refused(tmp_path: Path, key: str, value
     assert error.startswith(f"{path}: routes[0].{key}: {NOT_YET}")
 
 
-def test_identity_on_a_route_is_refused_in_this_release(tmp_path: Path) -> None:
-    route = '[[routes]]\nname = "r"\npath = "/r"\nupstream = "api"\nidentity = ["api_key"]\n'
+def test_spec_example_route_without_rate_limit_and_mask_compiles(tmp_path: Path) -> None:
+    route = SPEC_ROUTE.replace('rate_limit = "per-user"', "").replace('mask = "pii"', "")
+    config = load_config(write(tmp_path, SPEC_EXAMPLE.replace("ROUTES", route)))
+    assert set(config.identity.issuers) == {"corp"}
+    spec = config.identity.issuers["corp"]
+    assert (spec.kind, spec.location) == ("file", str(tmp_path / "keys" / "jwks.json"))
+    assert spec.verifier.audience == ("orders-api",)
+    assert config.identity.api_keys is not None
+    assert config.identity.api_key_header == b"x-api-key"
+
+
+@pytest.mark.parametrize(("key", "value"), [("roles_any", '["admin"]'), ("scopes_all", '["orders:read"]')])
+def test_roles_and_scopes_need_a_principal(tmp_path: Path, key: str, value: str) -> None:
+    route = f'[[routes]]\nname = "r"\npath = "/r"\nupstream = "api"\npublic = true\n{key} = {value}\n'
     path = write(tmp_path, SPEC_EXAMPLE.replace("ROUTES", route))
-    assert only_error(path).startswith(f"{path}: routes[0].identity: {NOT_YET}")
+    assert only_error(path) == (
+        f"{path}: routes[0].public: roles_any and scopes_all need a principal: not with public = true"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("allow_ips", '["10.0.0.0/8"]'), ("deny_ips", '["192.0.2.0/24"]')]
+)
+def test_ip_rules_on_a_public_route(tmp_path: Path, key: str, value: str) -> None:
+    route = f'[[routes]]\nname = "r"\npath = "/r"\nupstream = "api"\npublic = true\n{key} = {value}\n'
+    config = load_config(write(tmp_path, SPEC_EXAMPLE.replace("ROUTES", route)))
+    assert getattr(config.router.routes[0].settings, key) == [value[2:-2]]
 
 
 def test_admin_listen_off(tmp_path: Path) -> None:

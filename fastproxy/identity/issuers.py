@@ -1,0 +1,214 @@
+"""The compile half of identity: ``[identity.*]`` checked once per load, into immutable specs.
+
+The master compiles (so ``fastproxy check`` and a reload find every problem before a worker
+starts); each worker turns an :class:`IssuerSpec` into a live :class:`KeySource` after fork.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from urllib.parse import urlsplit
+
+from fastproxy.config.schema import ApiKeys, Identity, JwtIssuer
+from fastproxy.identity.apikeys import ApiKeyEntry, ApiKeyTable
+from fastproxy.identity.jwk import HMAC_KEY_BYTES, KeySet, hmac_key, parse_jwks
+from fastproxy.identity.jws import Verifier
+from fastproxy.identity.keysource import (
+    KeySource,
+    Loader,
+    discovery_loader,
+    file_loader,
+    url_loader,
+)
+
+__all__ = ["CompiledIdentity", "IssuerSpec", "compile_identity"]
+
+# How long one fetch of a JWKS or discovery document may take.
+FETCH_TIMEOUT = 5.0
+
+AddError = Callable[[str, str], None]
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerSpec:
+    name: str
+    verifier: Verifier
+    kind: str  # "file", "url", "discovery" or "secret"
+    location: str  # the path, the URL, the issuer (discovery) or the environment variable
+    refresh: float
+    secret: bytes | None = None  # HS*: the key, read from the environment at load
+
+    def key_source(self) -> KeySource[KeySet]:
+        """The live key source; made in the worker, after fork."""
+        loader: Loader
+        if self.kind == "file":
+            loader = file_loader(self.location)
+        elif self.kind == "url":
+            loader = url_loader(self.location, FETCH_TIMEOUT)
+        elif self.kind == "discovery":
+            loader = discovery_loader(self.location, FETCH_TIMEOUT)
+        else:
+            secret = self.secret
+            assert secret is not None
+
+            async def loader() -> bytes:
+                return secret
+
+            return KeySource(self.name, loader, _secret_keys, refresh=self.refresh)
+        return KeySource(self.name, loader, parse_jwks, refresh=self.refresh)
+
+
+def _secret_keys(secret: bytes) -> tuple[KeySet, list[str]]:
+    return KeySet([hmac_key(secret)]), []
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledIdentity:
+    issuers: Mapping[str, IssuerSpec]
+    api_keys: ApiKeyTable | None
+    api_key_header: bytes
+
+
+def compile_identity(identity: Identity, add_error: AddError) -> CompiledIdentity:
+    issuers = {}
+    for name, settings in identity.jwt.items():
+        spec = _compile_issuer(name, settings, add_error)
+        if spec is not None:
+            issuers[name] = spec
+    api_keys: ApiKeyTable | None = None
+    header = b"x-api-key"
+    if identity.api_keys is not None:
+        api_keys = _compile_api_keys(identity.api_keys, add_error)
+        header = identity.api_keys.header.lower().encode()
+    return CompiledIdentity(MappingProxyType(issuers), api_keys, header)
+
+
+def _compile_issuer(name: str, settings: JwtIssuer, add_error: AddError) -> IssuerSpec | None:
+    key = f"identity.jwt.{name}"
+    ok = True
+    if not settings.issuer:
+        add_error(f"{key}.issuer", "must not be empty")
+        ok = False
+    if not settings.algorithms:
+        add_error(f"{key}.algorithms", "name at least one algorithm")
+        ok = False
+    hs = [alg for alg in settings.algorithms if alg.startswith("HS")]
+    if hs and settings.secret_env is None:
+        add_error(f"{key}.algorithms", f"{', '.join(hs)} needs secret_env")
+        return None
+    if settings.secret_env is not None and len(hs) != len(settings.algorithms):
+        # Never a secret and public keys under one issuer: that is algorithm confusion's door.
+        add_error(f"{key}.algorithms", "an HS* issuer takes HS* algorithms only")
+        return None
+
+    sources = [
+        label
+        for label, given in (
+            ("jwks_file", settings.jwks_file is not None),
+            ("jwks_url", settings.jwks_url is not None),
+            ("discovery", settings.discovery),
+            ("secret_env", settings.secret_env is not None),
+        )
+        if given
+    ]
+    if len(sources) != 1:
+        add_error(
+            key,
+            "needs exactly one key source: jwks_file, jwks_url, discovery = true or secret_env"
+            + (f" (has {', '.join(sources)})" if sources else ""),
+        )
+        return None
+    secret: bytes | None = None
+    if settings.jwks_file is not None:
+        kind, location = "file", settings.jwks_file
+        ok = _check_jwks_file(location, f"{key}.jwks_file", add_error) and ok
+    elif settings.jwks_url is not None:
+        kind, location = "url", settings.jwks_url
+        ok = _check_url(location, f"{key}.jwks_url", add_error) and ok
+    elif settings.discovery:
+        kind, location = "discovery", settings.issuer
+        ok = _check_url(location, f"{key}.issuer", add_error) and ok
+    else:
+        assert settings.secret_env is not None
+        kind, location = "secret", settings.secret_env
+        value = os.environ.get(settings.secret_env)
+        need = max(HMAC_KEY_BYTES[alg] for alg in hs)
+        if value is None:
+            add_error(f"{key}.secret_env", f"environment variable {settings.secret_env} is not set")
+            ok = False
+        elif len(value.encode()) < need:
+            # The length only: never the secret.
+            add_error(
+                f"{key}.secret_env",
+                f"{settings.secret_env} holds {len(value.encode())} bytes; "
+                f"{', '.join(hs)} needs at least {need}",
+            )
+            ok = False
+        else:
+            secret = value.encode()
+    if not ok:
+        return None
+    for claim in ("roles_claim", "scope_claim"):
+        path = getattr(settings, claim)
+        if not path or "" in path.split("."):
+            add_error(f"{key}.{claim}", f"not a dotted claim path: {path!r}")
+            ok = False
+    if not ok:
+        return None
+    verifier = Verifier(
+        issuer=settings.issuer,
+        audience=tuple(settings.audience),
+        algorithms=tuple(settings.algorithms),
+        leeway=settings.leeway,
+        roles_claim=settings.roles_claim,
+        scope_claim=settings.scope_claim,
+    )
+    return IssuerSpec(name, verifier, kind, location, settings.jwks_refresh, secret)
+
+
+def _check_url(url: str, key: str, add_error: AddError) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        add_error(key, f"expected an http:// or https:// URL, got {url!r}")
+        return False
+    return True
+
+
+def _check_jwks_file(path: str, key: str, add_error: AddError) -> bool:
+    try:
+        with open(path, "rb") as f:
+            data = f.read((1 << 20) + 1)
+    except OSError as exc:
+        add_error(key, f"cannot read {path}: {exc.strerror}")
+        return False
+    try:
+        keys, _skipped = parse_jwks(data)
+    except ValueError as exc:
+        add_error(key, f"{path}: {exc}")
+        return False
+    if not len(keys):
+        add_error(key, f"{path}: no usable key")
+        return False
+    return True
+
+
+def _compile_api_keys(settings: ApiKeys, add_error: AddError) -> ApiKeyTable | None:
+    if not _TOKEN.fullmatch(settings.header):
+        add_error("identity.api_keys.header", f"not a header name: {settings.header!r}")
+        return None
+    if settings.header.lower() in ("authorization", "host", "content-length", "transfer-encoding"):
+        add_error("identity.api_keys.header", f"{settings.header} cannot carry API keys")
+        return None
+    try:
+        return ApiKeyTable(
+            ApiKeyEntry(entry.id, bytes.fromhex(entry.sha256), tuple(entry.roles)) for entry in settings.keys
+        )
+    except ValueError as exc:
+        add_error("identity.api_keys.keys", str(exc))
+        return None
