@@ -313,7 +313,7 @@ def key_from_jwk(obj: Mapping[str, Any], *, allow_symmetric: bool = False) -> Ve
             raise ValueError(f"alg {_shown(alg)} is not a supported JWS algorithm")
         if alg not in algorithms:
             crv = f"{obj['crv']} " if "crv" in obj else ""
-            raise ValueError(f"alg {alg} does not fit a {crv}{kty} key")
+            raise ValueError(f"alg {alg} does not fit this {crv}{kty} key")
         algorithms = frozenset({alg})
     return VerifyKey(kid, kty, key, algorithms)
 
