@@ -1,4 +1,4 @@
-"""The ``fastproxy`` command: run, check, demo.
+"""The ``fastproxy`` command: run, check, demo, token, hash-key.
 
 Exit statuses: 0 success; 1 a runtime failure (cannot listen, ...); 2 a usage or configuration
 error (argparse's own convention); 3 workers could not boot.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,25 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="a self-contained demo with a built-in upstream")
     demo.add_argument("--port", type=int, default=8080, help="proxy port (default 8080)")
+
+    token = commands.add_parser("token", help="mint a signed JWT (for tests, demos and load tests)")
+    token.add_argument("--key", metavar="PEM", required=True, help="private key file (RSA, EC or Ed25519)")
+    token.add_argument("--sub", required=True, help="subject")
+    token.add_argument("--roles", default="", help="comma-separated roles")
+    token.add_argument(
+        "--scope", default=None, help='space-separated scopes, e.g. "orders:read orders:write"'
+    )
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires (default 3600)")
+    token.add_argument("--aud", default=None, help="audience")
+    token.add_argument("--iss", default=None, help="issuer")
+    token.add_argument("--kid", default=None, help="key id for the header (as in the JWKS)")
+    token.add_argument(
+        "--alg", default=None, help="algorithm (default: RS256, ES256/384/512 by curve, EdDSA)"
+    )
+
+    hash_key = commands.add_parser("hash-key", help="read an API key on stdin, print its config line")
+    hash_key.add_argument("--id", default="CHANGE-ME", help="the key's id in the audit and X-Auth-Method")
+    hash_key.add_argument("--roles", default="", help="comma-separated roles")
     return parser
 
 
@@ -84,7 +104,58 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.port)
 
 
-_COMMANDS: dict[str, Any] = {"run": _run, "check": _check, "demo": _demo}
+def _token(args: argparse.Namespace) -> int:
+    from fastproxy.identity.mint import mint
+
+    try:
+        with open(args.key, "rb") as f:
+            pem = f.read()
+    except OSError as exc:
+        print(f"fastproxy token: cannot read {args.key}: {exc.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        token = mint(
+            pem,
+            sub=args.sub,
+            roles=_split_roles(args.roles),
+            scope=args.scope,
+            ttl=args.ttl,
+            aud=args.aud,
+            iss=args.iss,
+            now=time.time(),
+            kid=args.kid,
+            alg=args.alg,
+        )
+    except ValueError as exc:
+        print(f"fastproxy token: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(token.decode())
+    return 0
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    from fastproxy.identity.apikeys import config_line
+
+    # One key on stdin; the line break a shell pipe or heredoc adds is not part of it.
+    key = sys.stdin.buffer.read().rstrip(b"\r\n")
+    if not key:
+        print("fastproxy hash-key: no key on stdin", file=sys.stderr)
+        return EXIT_CONFIG
+    print(config_line(key, args.id, _split_roles(args.roles)))
+    return 0
+
+
+def _split_roles(text: str) -> list[str]:
+    return [role.strip() for role in text.split(",") if role.strip()]
+
+
+_COMMANDS: dict[str, Any] = {
+    "run": _run,
+    "check": _check,
+    "demo": _demo,
+    "token": _token,
+    "hash-key": _hash_key,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

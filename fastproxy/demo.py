@@ -1,12 +1,15 @@
 """``fastproxy demo``: the built-in upstream and the proxy in front of it, ready to try with curl.
 
-Each capability adds its part to the demo config and the printed commands as it lands.
+Each capability adds its part to the demo config and the printed commands as it lands. The demo
+makes its own keys at start: an RSA signing key (its public half is the JWT issuer's JWKS file),
+tokens for two users, and an API key whose digest goes in the config.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -15,8 +18,19 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 
-__all__ = ["demo_config", "run_demo"]
+import orjson
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from fastproxy.identity.apikeys import digest
+from fastproxy.identity.mint import mint, public_jwks
+
+__all__ = ["DemoSecrets", "demo_config", "make_secrets", "run_demo"]
+
+ISSUER = "https://idp.demo.fastproxy/"
+AUDIENCE = "demo-api"
 
 
 def _free_port() -> int:
@@ -26,7 +40,45 @@ def _free_port() -> int:
         return port
 
 
-def demo_config(port: int, admin_port: int, upstream_port: int) -> str:
+@dataclass(frozen=True)
+class DemoSecrets:
+    reader_token: str  # alice: role reader, scope orders:read
+    admin_token: str  # bob: role admin
+    expired_token: str
+    api_key: str  # role reader
+    api_key_sha256: str
+
+
+def make_secrets(workdir: str) -> DemoSecrets:
+    """A signing key and the JWKS that verifies it in ``workdir``, tokens, and an API key."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with open(os.path.join(workdir, "signing-key.pem"), "wb") as f:
+        f.write(pem)
+    with open(os.path.join(workdir, "jwks.json"), "wb") as f:
+        f.write(orjson.dumps(public_jwks(pem, "demo-1"), option=orjson.OPT_INDENT_2))
+    now = time.time()
+
+    def token(
+        sub: str, roles: list[str], scope: str | None = None, ttl: float = 3600.0, at: float = now
+    ) -> str:
+        return mint(
+            pem, sub=sub, roles=roles, scope=scope, ttl=ttl, aud=AUDIENCE, iss=ISSUER, now=at, kid="demo-1"
+        ).decode()
+
+    api_key = "demo-" + secrets.token_urlsafe(24)
+    return DemoSecrets(
+        reader_token=token("alice", ["reader"], "orders:read"),
+        admin_token=token("bob", ["admin"], "orders:read orders:write"),
+        expired_token=token("carol", ["reader"], at=now - 7200),
+        api_key=api_key,
+        api_key_sha256=digest(api_key.encode()).hex(),
+    )
+
+
+def demo_config(port: int, admin_port: int, upstream_port: int, api_key_sha256: str) -> str:
     return f"""\
 # The fastproxy demo configuration (written by `fastproxy demo`).
 [server]
@@ -41,6 +93,55 @@ header_timeout = 10.0
 [upstreams.demo]
 url = "http://127.0.0.1:{upstream_port}"
 pool_size = 64
+
+[identity.jwt.demo]
+issuer = "{ISSUER}"
+audience = ["{AUDIENCE}"]
+algorithms = ["RS256"]
+jwks_file = "jwks.json"          # the public half of signing-key.pem, next to this file
+
+[identity.api_keys]
+header = "x-api-key"
+keys = [ {{ id = "ci-bot", sha256 = "{api_key_sha256}", roles = ["reader"] }} ]
+
+[[routes]]
+name = "orders"                  # a JWT or an API key, with the reader or admin role
+path = "/api/orders/*"
+upstream = "demo"
+identity = ["jwt:demo", "api_key"]
+roles_any = ["reader", "admin"]
+
+[[routes]]
+name = "orders-write"            # JWT only, and the orders:write scope
+methods = ["POST", "PUT", "DELETE"]
+path = "/api/admin/*"
+upstream = "demo"
+identity = ["jwt:demo"]
+roles_any = ["admin"]
+scopes_all = ["orders:write"]
+
+[[routes]]
+name = "admin-read"
+methods = ["GET", "HEAD"]
+path = "/api/admin/*"
+upstream = "demo"
+identity = ["jwt:demo"]
+roles_any = ["admin"]
+
+[[routes]]
+name = "internal"                # only from 10.0.0.0/8: refused from loopback
+path = "/api/internal/*"
+upstream = "demo"
+public = true
+allow_ips = ["10.0.0.0/8"]
+
+[[routes]]
+name = "reports-shadow"          # shadow mode: would need admin, but is never blocked
+path = "/api/reports/*"
+upstream = "demo"
+identity = ["jwt:demo", "api_key"]
+roles_any = ["admin"]
+mode = "shadow"
 
 [[routes]]
 name = "hello"
@@ -100,8 +201,9 @@ def run_demo(port: int) -> int:
     admin_port = _free_port()
     workdir = tempfile.mkdtemp(prefix="fastproxy-demo-")
     config_path = os.path.join(workdir, "demo.toml")
+    demo = make_secrets(workdir)
     with open(config_path, "w") as f:
-        f.write(demo_config(port, admin_port, upstream_port))
+        f.write(demo_config(port, admin_port, upstream_port, demo.api_key_sha256))
 
     upstream = subprocess.Popen(
         [sys.executable, "-m", "fastproxy.devserver", "--listen", f"127.0.0.1:{upstream_port}"]
@@ -126,6 +228,23 @@ Try:
   curl -s -o /dev/null -w '%{{size_download}}\\n' {base}/bytes/5242880   # 5 MB streamed
   curl -i {base}/nowhere                      # 404 with a JSON error
   curl -i {base}/api/public/../../echo --path-as-is   # 400: dot segments refused
+
+Identity (keys and tokens made for this run, in {workdir}):
+  READER='{demo.reader_token}'
+  ADMIN='{demo.admin_token}'
+  EXPIRED='{demo.expired_token}'
+  KEY='{demo.api_key}'
+  curl -i {base}/api/orders/7                                      # 401: no credentials
+  curl -s {base}/api/orders/echo -H "Authorization: Bearer $READER"   # X-Auth-* as the upstream sees them
+  curl -i {base}/api/orders/7 -H "Authorization: Bearer $EXPIRED"  # 401 invalid_token
+  curl -s {base}/api/orders/echo -H "x-api-key: $KEY"              # API key ci-bot
+  curl -i {base}/api/admin/7 -H "Authorization: Bearer $READER"    # 403: admin role needed
+  curl -i {base}/api/admin/7 -H "Authorization: Bearer $ADMIN"     # 200
+  curl -i -X POST {base}/api/admin/7 -H "Authorization: Bearer $READER"   # 403
+  curl -i {base}/api/internal/x                                    # 403: IP not allowed
+  curl -i {base}/api/reports/1 -H "x-api-key: $KEY"                # shadow: would deny, served
+  fastproxy token --key {workdir}/signing-key.pem --sub dave --roles admin --kid demo-1 \\
+      --aud {AUDIENCE} --iss {ISSUER}                    # mint your own
   curl -s http://127.0.0.1:{admin_port}/readyz
   kill -HUP {proxy.pid}                       # reload the config without dropping a connection
 

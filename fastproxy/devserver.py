@@ -2,7 +2,7 @@
 
 ``python -m fastproxy.devserver --listen 127.0.0.1:9000``. Paths:
 
-* ``/echo`` (any method): JSON describing what arrived — method, target, headers, body size and
+* ``/echo`` and any path ending in ``/echo`` (any method): JSON describing what arrived — method, target, headers, body size and
   SHA-256 — so a test can see exactly what the proxy forwarded;
 * ``/bytes/N``: N bytes with Content-Length; ``/chunked/N``: N bytes, chunked;
 * ``/status/NNN``: that status; ``/delay/MS``: answers after MS milliseconds;
@@ -81,7 +81,7 @@ class DevServer(asyncio.Protocol):
         keep_alive = self.parser.should_keep_alive()
         parts = path.split(b"/")
         head = self.parser.get_method() == b"HEAD"
-        if path == b"/echo":
+        if path.endswith(b"/echo"):
             body = orjson.dumps(
                 {
                     "method": self.parser.get_method().decode(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import socket
@@ -13,6 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +60,7 @@ def test_demo_serves_and_stops_on_ctrl_c() -> None:
         except urllib.error.HTTPError as exc:
             assert exc.code == 404
             exc.close()
+        _check_identity(text, port)
         # Ctrl-C reaches the whole foreground process group.
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=15) == 0
@@ -67,3 +70,46 @@ def test_demo_serves_and_stops_on_ctrl_c() -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def _printed(text: str, name: str) -> str:
+    match = re.search(rf"^  {name}='([^']+)'$", text, re.MULTILINE)
+    assert match is not None, f"{name} not printed"
+    return match.group(1)
+
+
+def _status(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
+
+
+def _check_identity(text: str, port: int) -> None:
+    """The identity commands the demo prints do what their comments say."""
+    base = f"http://127.0.0.1:{port}"
+    reader = {"Authorization": "Bearer " + _printed(text, "READER")}
+    admin = {"Authorization": "Bearer " + _printed(text, "ADMIN")}
+    expired = {"Authorization": "Bearer " + _printed(text, "EXPIRED")}
+    key = {"x-api-key": _printed(text, "KEY")}
+    assert _status(f"{base}/api/orders/7", {})[0] == 401
+    assert _status(f"{base}/api/orders/7", expired)[0] == 401
+    status, body = _status(f"{base}/api/orders/echo", reader)
+    assert status == 200
+    seen = {name.lower(): value for name, value in orjson.loads(body)["headers"]}
+    assert (seen["x-auth-subject"], seen["x-auth-roles"], seen["x-auth-method"]) == (
+        "alice",
+        "reader",
+        "jwt:demo",
+    )
+    assert "authorization" not in seen
+    status, body = _status(f"{base}/api/orders/echo", key)
+    assert status == 200
+    assert ["X-Auth-Method", "api_key:ci-bot"] in orjson.loads(body)["headers"]
+    assert _status(f"{base}/api/admin/7", reader)[0] == 403
+    assert _status(f"{base}/api/admin/7", admin)[0] == 200
+    assert _status(f"{base}/api/internal/x", {})[0] == 403
+    assert _status(f"{base}/api/reports/1", key)[0] == 200
