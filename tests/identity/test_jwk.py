@@ -400,6 +400,7 @@ def test_verify_key_refuses_algorithms_its_material_cannot_serve() -> None:
         b'{"keys": [], "keys": []}',
         b"\xff\xfe{}",
         b'{"keys": [NaN]}',
+        b'{"keys": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
     ],
 )
 def test_document_that_is_not_a_jwk_set_raises(document: bytes) -> None:
