@@ -52,10 +52,12 @@ def measure(
     target.check_alive()
     if warmup_s > 0:
         # Fills connection pools, caches and the allocator; its figures are thrown away.
-        run_wrk(target.url, duration_s=warmup_s, connections=connections)
+        run_wrk(target.url, duration_s=warmup_s, connections=connections, headers=target.request_headers())
     root = target.root_pid()
     before = procstat.tree_cpu_seconds(root) if root is not None else None
-    result = run_wrk(target.url, duration_s=duration_s, connections=connections)
+    result = run_wrk(
+        target.url, duration_s=duration_s, connections=connections, headers=target.request_headers()
+    )
     after = procstat.tree_cpu_seconds(root) if root is not None else None
     # A target that died under load would otherwise be reported with the figures of its errors.
     target.check_alive()

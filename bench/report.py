@@ -1,4 +1,5 @@
-"""Medians of the rounds, ratios against nginx, and the JSON and Markdown that record them."""
+"""Medians of the rounds, ratios against nginx (and policy targets against fastproxy passthrough),
+and the JSON and Markdown that record them."""
 
 import json
 import os
@@ -10,6 +11,7 @@ from typing import Any
 from bench.measure import Measurement
 
 REFERENCE = "nginx"
+PASSTHROUGH = "fastproxy"  # what a policy target (fastproxy-jwt, ...) costs is measured against it
 
 # (column header, summary key, format); a figure that does not apply (None) prints as "-".
 _COLUMNS: list[tuple[str, str, str]] = [
@@ -20,6 +22,8 @@ _COLUMNS: list[tuple[str, str, str]] = [
     ("RSS/worker MiB", "rss_mib_per_worker", "{:.1f}"),
     (f"req/s vs {REFERENCE}", "requests_per_sec_vs_reference", "{:.2f}x"),
     (f"p99 vs {REFERENCE}", "p99_vs_reference", "{:.2f}x"),
+    (f"req/s vs {PASSTHROUGH}", "requests_per_sec_vs_passthrough", "{:.2f}x"),
+    (f"CPU µs/req over {PASSTHROUGH}", "cpu_us_over_passthrough", "{:+.1f}"),
     ("errors", "errors", "{:d}"),
 ]
 
@@ -55,6 +59,16 @@ def summarize(measurements: Sequence[Measurement], targets: Sequence[str]) -> di
             figures["requests_per_sec"], reference.get("requests_per_sec")
         )
         figures["p99_vs_reference"] = _ratio(figures["p99_ms"], reference.get("p99_ms"))
+    passthrough = summary.get(PASSTHROUGH, {})
+    for name, figures in summary.items():
+        policy = name.startswith(PASSTHROUGH + "-")
+        figures["requests_per_sec_vs_passthrough"] = (
+            _ratio(figures["requests_per_sec"], passthrough.get("requests_per_sec")) if policy else None
+        )
+        cpu, base = figures["cpu_us_per_request"], passthrough.get("cpu_us_per_request")
+        figures["cpu_us_over_passthrough"] = (
+            cpu - base if policy and cpu is not None and base is not None else None
+        )
     return summary
 
 

@@ -26,7 +26,15 @@ from bench import report
 from bench.measure import Measurement, measure
 from bench.nginx import NginxProxy, NginxUpstream, nginx_path, nginx_version
 from bench.process import ServerError
-from bench.targets import REPO_ROOT, DevserverUpstream, DirectTarget, FastproxyTarget, FloorTarget, Target
+from bench.targets import (
+    REPO_ROOT,
+    DevserverUpstream,
+    DirectTarget,
+    FastproxyJwtTarget,
+    FastproxyTarget,
+    FloorTarget,
+    Target,
+)
 from bench.wrk import WrkError, wrk_path, wrk_version
 
 # Each factory gets the shared upstream; a new scenario is one more entry here.
@@ -34,6 +42,7 @@ TARGETS: dict[str, Callable[[Target], Target]] = {
     "direct": DirectTarget,
     "nginx": NginxProxy,
     "fastproxy": FastproxyTarget,
+    "fastproxy-jwt": FastproxyJwtTarget,
     "floor": FloorTarget,
 }
 

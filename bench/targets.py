@@ -5,8 +5,10 @@ to start it (`command`), which process tree to charge CPU to (`root_pid`) and wh
 are workers (`worker_pids`), then register it in `bench.run`.
 """
 
+import json
 import os
 import sys
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -46,6 +48,10 @@ class Target(ABC):
         """How many worker_pids() there should be; a mismatch is reported. None: no check."""
         return None
 
+    def request_headers(self) -> list[str]:
+        """Headers the load generator sends with every request ("Name: value")."""
+        return []
+
     @abstractmethod
     def check_alive(self) -> None:
         """Raise ServerError when the server has died (so a round does not load a dead port)."""
@@ -67,6 +73,9 @@ class ServerTarget(Target):
         """Environment for the server process; None inherits the harness's."""
         return None
 
+    # The path polled for a 200 before the server counts as started (relative to url).
+    ready_path = ""
+
     @property
     def url(self) -> str:
         if self._port is None:
@@ -85,7 +94,7 @@ class ServerTarget(Target):
             env=self.environment(),
         )
         self._server.start()
-        self._server.wait_ready(self.url)
+        self._server.wait_ready(self.url + self.ready_path)
 
     def stop(self) -> None:
         if self._server is not None:
@@ -189,6 +198,73 @@ class FastproxyTarget(ServerTarget):
 
     def expected_workers(self) -> int | None:
         return self.workers
+
+
+class FastproxyJwtTarget(FastproxyTarget):
+    """fastproxy with a route that needs an RS256 JWT and a role: the cached-token path.
+
+    Every request carries the same token, so after the first one it is a verified-token cache
+    hit; the benchmark measures what authentication and the role check cost on top of
+    passthrough. The signing key, JWKS, token and config are made in the target's workdir.
+    """
+
+    ready_path = "__ready"
+
+    def __init__(self, upstream: Target, *, name: str = "fastproxy-jwt", workers: int = 1) -> None:
+        super().__init__(upstream, name=name, workers=workers)
+        self._token = ""
+
+    def command(self, workdir: Path, port: int) -> list[str]:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        from fastproxy.identity.mint import mint, public_jwks
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        (workdir / "jwks.json").write_text(json.dumps(public_jwks(pem, "bench")))
+        self._token = mint(
+            pem, sub="bench-user", roles=["reader"], ttl=86400, aud="bench", iss="https://idp.bench/",
+            now=time.time(), kid="bench",
+        ).decode()  # fmt: skip
+        authority = self._upstream.url.rstrip("/")
+        (workdir / "fastproxy.toml").write_text(
+            f"""\
+[server]
+listen = ["127.0.0.1:{port}"]
+workers = {self.workers}
+admin_listen = "off"
+log_level = "warning"
+
+[upstreams.bench]
+url = "{authority}"
+
+[identity.jwt.bench]
+issuer = "https://idp.bench/"
+audience = ["bench"]
+algorithms = ["RS256"]
+jwks_file = "jwks.json"
+
+[[routes]]
+name = "ready"
+path = "/{self.ready_path}"
+upstream = "bench"
+public = true
+
+[[routes]]
+name = "api"
+path = "/*"
+upstream = "bench"
+identity = ["jwt:bench"]
+roles_any = ["reader"]
+"""
+        )
+        return [sys.executable, "-m", "fastproxy", "run", "--config", str(workdir / "fastproxy.toml")]
+
+    def request_headers(self) -> list[str]:
+        return [f"Authorization: Bearer {self._token}"]
 
 
 class FloorTarget(ServerTarget):

@@ -7,6 +7,7 @@ functions that start wrk are kept apart from it.
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -106,14 +107,17 @@ def wrk_version() -> str:
     return first[0].split(" Copyright")[0].removeprefix("wrk ").strip()
 
 
-def run_wrk(url: str, *, duration_s: int, connections: int, threads: int = 1) -> WrkResult:
-    """Load url for duration_s seconds and return wrk's figures."""
+def run_wrk(
+    url: str, *, duration_s: int, connections: int, threads: int = 1, headers: Sequence[str] = ()
+) -> WrkResult:
+    """Load url for duration_s seconds (each request with ``headers``) and return wrk's figures."""
     cmd = [
         wrk_path(),
         f"-t{threads}",
         f"-c{connections}",
         f"-d{duration_s}s",
         "--latency",
+        *(arg for header in headers for arg in ("-H", header)),
         url,
     ]
     # wrk stops on its own after duration_s; the margin covers start-up and its 2 s socket timeout.
