@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -58,5 +59,9 @@ class ApiKeyTable:
 
 def config_line(key: bytes, key_id: str = "CHANGE-ME", roles: Iterable[str] = ()) -> str:
     """The ``[identity.api_keys] keys`` entry for ``key`` (what ``fastproxy hash-key`` prints)."""
-    role_list = ", ".join(f'"{role}"' for role in roles)
-    return f'{{ id = "{key_id}", sha256 = "{digest(key).hex()}", roles = [{role_list}] }}'
+    # A JSON string is a TOML basic string: quotes, backslashes and control characters escaped.
+    role_list = ", ".join(json.dumps(role, ensure_ascii=False) for role in roles)
+    return (
+        f"{{ id = {json.dumps(key_id, ensure_ascii=False)}, sha256 = "
+        f'"{digest(key).hex()}", roles = [{role_list}] }}'
+    )

@@ -6,14 +6,16 @@ starts); each worker turns an :class:`IssuerSpec` into a live :class:`KeySource`
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from fastproxy.config.schema import ApiKeys, Identity, JwtIssuer
+from fastproxy.http.request import HOP_BY_HOP
 from fastproxy.identity.apikeys import ApiKeyEntry, ApiKeyTable
 from fastproxy.identity.jwk import HMAC_KEY_BYTES, KeySet, hmac_key, parse_jwks
 from fastproxy.identity.jws import Verifier
@@ -29,10 +31,23 @@ __all__ = ["CompiledIdentity", "IssuerSpec", "compile_identity"]
 
 # How long one fetch of a JWKS or discovery document may take.
 FETCH_TIMEOUT = 5.0
+# The largest JWKS document a file or provider may hand us (the loaders refuse more).
+MAX_JWKS_BYTES = 1 << 20
 
 AddError = Callable[[str, str], None]
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+# Headers the request parser removes or the proxy sets itself (see fastproxy.http.request): an API
+# key sent in one of them would never reach the stage, or would be taken for something else.
+_NOT_KEY_HEADERS = HOP_BY_HOP | {b"authorization", b"host", b"content-length", b"expect", b"x-request-id"}
+_NOT_KEY_HEADER_PREFIXES = ("x-forwarded-", "x-auth-")
+
+
+def _header_value_safe(text: str) -> bool:
+    # Becomes part of an X-Auth-* header value: non-empty, no control character (no header
+    # injection), no surrounding whitespace (an upstream would strip it).
+    return bool(text) and text == text.strip(" \t") and all(ch >= " " and ch != "\x7f" for ch in text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +57,8 @@ class IssuerSpec:
     kind: str  # "file", "url", "discovery" or "secret"
     location: str  # the path, the URL, the issuer (discovery) or the environment variable
     refresh: float
-    secret: bytes | None = None  # HS*: the key, read from the environment at load
+    # HS*: the key, read from the environment at load; never in a repr (nor so in a log line).
+    secret: bytes | None = field(default=None, repr=False)
 
     def key_source(self) -> KeySource[KeySet]:
         """The live key source; made in the worker, after fork."""
@@ -92,6 +108,10 @@ def compile_identity(identity: Identity, add_error: AddError) -> CompiledIdentit
 def _compile_issuer(name: str, settings: JwtIssuer, add_error: AddError) -> IssuerSpec | None:
     key = f"identity.jwt.{name}"
     ok = True
+    if not _TOKEN.fullmatch(name):
+        # The name goes upstream in X-Auth-Method ("jwt:NAME").
+        add_error(key, f"an issuer name is letters, digits and !#$%&'*+.^_`|~- only, got {name!r}")
+        ok = False
     if not settings.issuer:
         add_error(f"{key}.issuer", "must not be empty")
         ok = False
@@ -104,7 +124,8 @@ def _compile_issuer(name: str, settings: JwtIssuer, add_error: AddError) -> Issu
         return None
     if settings.secret_env is not None and len(hs) != len(settings.algorithms):
         # Never a secret and public keys under one issuer: that is algorithm confusion's door.
-        add_error(f"{key}.algorithms", "an HS* issuer takes HS* algorithms only")
+        others = ", ".join(alg for alg in settings.algorithms if not alg.startswith("HS"))
+        add_error(f"{key}.algorithms", f"an issuer with secret_env takes HS* algorithms only (has {others})")
         return None
 
     sources = [
@@ -137,21 +158,23 @@ def _compile_issuer(name: str, settings: JwtIssuer, add_error: AddError) -> Issu
     else:
         assert settings.secret_env is not None
         kind, location = "secret", settings.secret_env
-        value = os.environ.get(settings.secret_env)
+        value = os.environ.get(settings.secret_env) if settings.secret_env else None
         need = max(HMAC_KEY_BYTES[alg] for alg in hs)
-        if value is None:
-            add_error(f"{key}.secret_env", f"environment variable {settings.secret_env} is not set")
+        # The variable's bytes as the environment holds them (UTF-8 text gives its UTF-8 bytes;
+        # str.encode() would raise on bytes that are not UTF-8).
+        raw = os.fsencode(value) if value is not None else None
+        if raw is None:
+            add_error(f"{key}.secret_env", f"environment variable {settings.secret_env!r} is not set")
             ok = False
-        elif len(value.encode()) < need:
+        elif len(raw) < need:
             # The length only: never the secret.
             add_error(
                 f"{key}.secret_env",
-                f"{settings.secret_env} holds {len(value.encode())} bytes; "
-                f"{', '.join(hs)} needs at least {need}",
+                f"{settings.secret_env} holds {len(raw)} bytes; {', '.join(hs)} needs at least {need}",
             )
             ok = False
         else:
-            secret = value.encode()
+            secret = raw
     if not ok:
         return None
     for claim in ("roles_claim", "scope_claim"):
@@ -159,23 +182,38 @@ def _compile_issuer(name: str, settings: JwtIssuer, add_error: AddError) -> Issu
         if not path or "" in path.split("."):
             add_error(f"{key}.{claim}", f"not a dotted claim path: {path!r}")
             ok = False
+    if not math.isfinite(settings.leeway):
+        add_error(f"{key}.leeway", "must be a finite number of seconds")
+        ok = False
     if not ok:
         return None
-    verifier = Verifier(
-        issuer=settings.issuer,
-        audience=tuple(settings.audience),
-        algorithms=tuple(settings.algorithms),
-        leeway=settings.leeway,
-        roles_claim=settings.roles_claim,
-        scope_claim=settings.scope_claim,
-    )
+    try:
+        verifier = Verifier(
+            issuer=settings.issuer,
+            audience=tuple(settings.audience),
+            algorithms=tuple(settings.algorithms),
+            leeway=settings.leeway,
+            roles_claim=settings.roles_claim,
+            scope_claim=settings.scope_claim,
+        )
+    except ValueError as exc:  # what the checks above missed, rather than a traceback
+        add_error(key, str(exc))
+        return None
     return IssuerSpec(name, verifier, kind, location, settings.jwks_refresh, secret)
 
 
 def _check_url(url: str, key: str, add_error: AddError) -> bool:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError on a port out of range or not a number
+    except ValueError as exc:
+        add_error(key, f"not a URL ({exc}): {url!r}")
+        return False
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         add_error(key, f"expected an http:// or https:// URL, got {url!r}")
+        return False
+    if any(ch <= " " or ch == "\x7f" for ch in url) or not url.isascii():
+        add_error(key, f"a URL without spaces, control or non-ASCII characters, got {url!r}")
         return False
     return True
 
@@ -183,9 +221,12 @@ def _check_url(url: str, key: str, add_error: AddError) -> bool:
 def _check_jwks_file(path: str, key: str, add_error: AddError) -> bool:
     try:
         with open(path, "rb") as f:
-            data = f.read((1 << 20) + 1)
+            data = f.read(MAX_JWKS_BYTES + 1)
     except OSError as exc:
         add_error(key, f"cannot read {path}: {exc.strerror}")
+        return False
+    if len(data) > MAX_JWKS_BYTES:
+        add_error(key, f"{path}: over {MAX_JWKS_BYTES} bytes")
         return False
     try:
         keys, _skipped = parse_jwks(data)
@@ -202,8 +243,28 @@ def _compile_api_keys(settings: ApiKeys, add_error: AddError) -> ApiKeyTable | N
     if not _TOKEN.fullmatch(settings.header):
         add_error("identity.api_keys.header", f"not a header name: {settings.header!r}")
         return None
-    if settings.header.lower() in ("authorization", "host", "content-length", "transfer-encoding"):
+    lname = settings.header.lower()
+    if lname.encode() in _NOT_KEY_HEADERS or lname.startswith(_NOT_KEY_HEADER_PREFIXES):
         add_error("identity.api_keys.header", f"{settings.header} cannot carry API keys")
+        return None
+    ok = True
+    for index, entry in enumerate(settings.keys):
+        # The id and roles go upstream in X-Auth-Subject, X-Auth-Method and X-Auth-Roles.
+        if not _header_value_safe(entry.id):
+            add_error(
+                f"identity.api_keys.keys[{index}].id",
+                f"not empty, no control characters, no surrounding spaces: {entry.id!r}",
+            )
+            ok = False
+        for role in entry.roles:
+            if "," in role or not _header_value_safe(role):
+                add_error(
+                    f"identity.api_keys.keys[{index}].roles",
+                    f"a role is not empty and has no comma, control characters or surrounding spaces: "
+                    f"{role!r}",
+                )
+                ok = False
+    if not ok:
         return None
     try:
         return ApiKeyTable(
