@@ -14,9 +14,11 @@ the API key header — and then:
   make the identity the upstream sees depend on which check failed;
 * otherwise the first listed method whose credential is valid names the principal.
 
-A bearer token goes to the one issuer whose configured ``issuer`` equals the token's (unverified)
-``iss``; only that issuer's keys are tried, so a token from one provider never triggers a key
-refetch at another. Verified tokens are cached per issuer (:class:`TokenCache`), so the common
+A bearer token goes to the issuer whose configured ``issuer`` equals the token's (unverified)
+``iss`` (when a route lists several issuers with the same ``issuer``, each is tried in the route's
+order); only that issuer's keys are tried, so a token from one provider never triggers a key
+refetch at another, and a token naming an unknown kid triggers none unless its ``iss`` is the
+issuer's own. Verified tokens are cached per issuer (:class:`TokenCache`), so the common
 path is one dictionary lookup and an expiry check. A kid the issuer does not know starts one
 shared, rate-limited refetch of its keys (:meth:`KeySource.refetch_for_unknown_kid`); only then
 does the stage answer with an awaitable.
@@ -56,6 +58,8 @@ _AUTHORIZATION = b"authorization"
 # Reasons that depend on the clock: such a token may become valid soon, so it is not remembered
 # as invalid.
 _TIME_DEPENDENT = frozenset({"not_yet_valid", "issued_in_future"})
+_UNKNOWN_KID = "invalid_token:unknown_kid"
+_BAD_ISSUER = "invalid_token:bad_issuer"
 
 
 def invalid(reason: str) -> Rejection:
@@ -69,8 +73,9 @@ _invalid_rejections: dict[str, Rejection] = {}
 
 def _header_safe(text: str) -> bool:
     # A subject or role becomes a header value: no control characters (no header injection), and
-    # no comma in a role (X-Auth-Roles is comma-separated).
-    return all(ch >= " " and ch != "\x7f" for ch in text)
+    # no surrounding whitespace, which the upstream's parser would strip (" admin" would reach it
+    # as "admin"). A role also may not hold a comma (X-Auth-Roles is comma-separated).
+    return text == text.strip(" \t") and all(ch >= " " and ch != "\x7f" for ch in text)
 
 
 class Identity:
@@ -119,14 +124,19 @@ class JwtIssuer:
         self.cache = cache
         self._generation = source.generation
 
+    def cached(self, token: bytes, now: float) -> Identity | None:
+        """The identity of a token this issuer verified and still holds, or None (no miss counted)."""
+        self._sync()
+        return self.cache.find(token, now)
+
     def authenticate(
-        self, token: bytes, now: float
+        self, token: bytes, now: float, clock: Callable[[], float] = time.time
     ) -> Identity | Rejection | Awaitable[Identity | Rejection]:
-        """The identity a token proves, a rejection, or (unknown kid) an awaitable of either."""
-        if self._generation != self.source.generation:
-            # New keys: a removed key must stop authenticating what it signed.
-            self._generation = self.source.generation
-            self.cache.clear()
+        """The identity a token proves, a rejection, or (unknown kid) an awaitable of either.
+
+        ``clock`` gives the time after a refetch, when ``now`` is no longer now.
+        """
+        self._sync()
         cache = self.cache
         identity = cache.get(token, now)
         if identity is not None:
@@ -137,12 +147,28 @@ class JwtIssuer:
         outcome = self._verify(token, now)
         if isinstance(outcome, Identity):
             return outcome
-        if outcome != "invalid_token:unknown_kid":
+        if outcome != _UNKNOWN_KID:
             return invalid(outcome)
+        if not self._names_us(token):
+            # Another provider's token: its kid is no reason to bother ours.
+            cache.put_invalid(token, _BAD_ISSUER, now)
+            return invalid(_BAD_ISSUER)
         refetch = self.source.refetch_for_unknown_kid()
         if refetch is None:
-            return invalid("invalid_token:unknown_kid")
-        return self._after_refetch(refetch, token)
+            return invalid(_UNKNOWN_KID)
+        return self._after_refetch(refetch, token, clock)
+
+    def _sync(self) -> None:
+        if self._generation != self.source.generation:
+            # New keys: a removed key must stop authenticating what it signed.
+            self._generation = self.source.generation
+            self.cache.clear()
+
+    def _names_us(self, token: bytes) -> bool:
+        try:
+            return split_token(token).payload.get("iss") == self.issuer
+        except TokenError:
+            return False
 
     def _verify(self, token: bytes, now: float) -> Identity | str:
         keys = self.source.keys
@@ -159,14 +185,13 @@ class JwtIssuer:
         self.cache.put(token, identity, claims.expires_at + self.verifier.leeway, now)
         return identity
 
-    async def _after_refetch(self, refetch: Awaitable[bool], token: bytes) -> Identity | Rejection:
+    async def _after_refetch(
+        self, refetch: Awaitable[bool], token: bytes, clock: Callable[[], float]
+    ) -> Identity | Rejection:
         await refetch
-        outcome = self.authenticate_now(token)
+        self._sync()  # before verifying, so that what is cached now is not flushed next time
+        outcome = self._verify(token, clock())
         return outcome if isinstance(outcome, Identity) else invalid(outcome)
-
-    def authenticate_now(self, token: bytes) -> Identity | str:
-        """Verify with the keys held now, never refetching (after a refetch)."""
-        return self._verify(token, time.time())
 
 
 class Authenticate:
@@ -174,7 +199,16 @@ class Authenticate:
 
     name = "authenticate"
 
-    __slots__ = ("api_key_header", "api_keys", "clock", "forward_credentials", "issuers", "order")
+    __slots__ = (
+        "_all",
+        "_sole",
+        "api_key_header",
+        "api_keys",
+        "clock",
+        "forward_credentials",
+        "issuers",
+        "order",
+    )
 
     def __init__(
         self,
@@ -185,7 +219,12 @@ class Authenticate:
         order: tuple[str, ...],
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.issuers = {issuer.issuer: issuer for issuer in issuers}
+        by_iss: dict[str, tuple[JwtIssuer, ...]] = {}
+        for issuer in issuers:
+            by_iss[issuer.issuer] = (*by_iss.get(issuer.issuer, ()), issuer)
+        self.issuers = by_iss  # by configured ``issuer``, in the route's order
+        self._all = issuers
+        self._sole = issuers[0] if len(issuers) == 1 else None
         self.api_keys = api_keys
         self.api_key_header = api_key_header.lower()
         self.forward_credentials = forward_credentials
@@ -219,46 +258,62 @@ class Authenticate:
     # -- helpers ----------------------------------------------------------------------------
 
     def _credentials(self, ctx: RequestContext) -> tuple[bytes | None, bytes | None, Rejection | None]:
-        """The bearer token and API key this route accepts, removed from the upstream request."""
-        want_bearer = bool(self.issuers)
-        want_key = self.api_keys is not None
+        """The bearer token and API key this route accepts, removed from the upstream request.
+
+        They are removed before any verdict, so that a rejected request that goes on anyway (a
+        shadow-mode route) does not carry them upstream either. A parser that takes credentials
+        out of the header list itself leaves them on the head (``authorization``, ``api_key``);
+        they are read there too, and put back for the upstream only with ``forward_credentials``.
+        """
         key_header = self.api_key_header
-        authorization: bytes | None = None
-        api_key: bytes | None = None
-        found = 0
-        headers = ctx.head.headers
+        head = ctx.head
+        authorization: list[bytes] = []
+        api_key: list[bytes] = []
+        taken_authorization: bytes | None = getattr(head, "authorization", None)
+        taken_key: bytes | None = getattr(head, "api_key", None)
+        if taken_authorization is not None:
+            authorization.append(taken_authorization)
+        if taken_key is not None:
+            api_key.append(taken_key)
+        headers = head.headers
+        in_headers = False
         for name, value in headers:
             lname = name.lower()
             if lname == _AUTHORIZATION:
-                if authorization is not None:
-                    return None, None, invalid("invalid_token:repeated_header")
-                authorization = value
-                found += 1
+                authorization.append(value)
+                in_headers = True
             elif lname == key_header:
-                if api_key is not None:
-                    return None, None, invalid("invalid_api_key")
-                api_key = value
-                found += 1
-        if found and not self.forward_credentials:
+                api_key.append(value)
+                in_headers = True
+        if self.forward_credentials:
+            if taken_authorization is not None:
+                ctx.upstream_headers.append((b"Authorization", taken_authorization))
+            if taken_key is not None:
+                ctx.upstream_headers.append((key_header, taken_key))
+        elif in_headers:
             headers[:] = [item for item in headers if item[0].lower() not in (_AUTHORIZATION, key_header)]
+        if len(authorization) > 1:
+            return None, None, invalid("invalid_token:repeated_header")
+        if len(api_key) > 1:
+            return None, None, invalid("invalid_api_key")
         bearer: bytes | None = None
-        if want_bearer and authorization is not None:
-            scheme, _, token = authorization.strip().partition(b" ")
+        if self.issuers and authorization:
+            scheme, _, token = authorization[0].strip().partition(b" ")
             if scheme.lower() == b"bearer":
                 token = token.strip(b" ")
                 if not token or b" " in token:
                     return None, None, invalid("invalid_token:malformed")
                 bearer = token
-        return bearer, api_key if want_key else None, None
+        return bearer, api_key[0] if api_key and self.api_keys is not None else None, None
 
     def _by_token(self, token: bytes) -> Identity | Rejection | Awaitable[Identity | Rejection]:
         now = self.clock()
-        if len(self.issuers) == 1:
-            issuer = next(iter(self.issuers.values()))
+        sole = self._sole
+        if sole is not None:
             # The cache is tried before the token is parsed: the common case costs one lookup.
-            return issuer.authenticate(token, now)
-        for issuer in self.issuers.values():
-            identity = issuer.cache.get(token, now)
+            return sole.authenticate(token, now, self.clock)
+        for issuer in self._all:
+            identity = issuer.cached(token, now)
             if identity is not None:
                 return identity
         try:
@@ -267,8 +322,43 @@ class Authenticate:
             return invalid(f"invalid_token:{exc.reason}")
         chosen = self.issuers.get(iss) if isinstance(iss, str) else None
         if chosen is None:
-            return invalid("invalid_token:bad_issuer")
-        return chosen.authenticate(token, now)
+            return invalid(_BAD_ISSUER)
+        return self._try(chosen, token, now)
+
+    def _try(
+        self, candidates: tuple[JwtIssuer, ...], token: bytes, now: float
+    ) -> Identity | Rejection | Awaitable[Identity | Rejection]:
+        # Issuers that share an ``iss`` (one provider, different audiences, say): any one suffices;
+        # when none accepts, the first one's reason is the answer.
+        first: Rejection | None = None
+        for index, issuer in enumerate(candidates):
+            outcome = issuer.authenticate(token, now, self.clock)
+            if isinstance(outcome, Identity):
+                return outcome
+            if not isinstance(outcome, Rejection):
+                return self._try_later(outcome, candidates[index + 1 :], token, first)
+            first = first or outcome
+        assert first is not None
+        return first
+
+    async def _try_later(
+        self,
+        pending: Awaitable[Identity | Rejection],
+        rest: tuple[JwtIssuer, ...],
+        token: bytes,
+        first: Rejection | None,
+    ) -> Identity | Rejection:
+        outcome = await pending
+        if isinstance(outcome, Identity):
+            return outcome
+        first = first or outcome
+        if rest:
+            following = self._try(rest, token, self.clock())
+            if not isinstance(following, Identity | Rejection):
+                following = await following
+            if isinstance(following, Identity):
+                return following
+        return first
 
     def _first(self, by_token: Identity, by_key: Identity | None) -> Identity:
         # Both credentials are valid: the route's first listed method names the principal.

@@ -27,8 +27,8 @@ class IpRules:
     __slots__ = ("allow", "deny")
 
     def __init__(self, allow: tuple[Network, ...], deny: tuple[Network, ...]) -> None:
-        self.allow = allow
-        self.deny = deny
+        self.allow = tuple(_unmapped_network(network) for network in allow)
+        self.deny = tuple(_unmapped_network(network) for network in deny)
 
     def check(self, ctx: RequestContext) -> Decision:
         try:
@@ -36,13 +36,27 @@ class IpRules:
         except ValueError:
             return IP_DENIED  # a Unix-socket peer, say: no address to allow
         if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1 for the rules
+            address = address.ipv4_mapped
         for network in self.deny:
             if address in network:
                 return IP_DENIED
         if self.allow and not any(address in network for network in self.allow):
             return IP_DENIED
         return None
+
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _unmapped_network(network: Network) -> Network:
+    """::ffff:10.0.0.1 is 10.0.0.1 for the rules, on both sides: an IPv4-mapped IPv6 address (a
+    dual-stack listener's IPv4 peer) is compared as its IPv4 address, and a rule written in the
+    mapped form ("::ffff:10.0.0.0/104") as the IPv4 network it names."""
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None
+        return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
 
 
 class RequireRoles:
