@@ -2,8 +2,9 @@
 
 ``python -m fastproxy.devserver --listen 127.0.0.1:9000``. Paths:
 
-* ``/echo`` and any path ending in ``/echo`` (any method): JSON describing what arrived — method, target, headers, body size and
-  SHA-256 — so a test can see exactly what the proxy forwarded;
+* ``/echo`` and any path ending in ``/echo`` (any method): JSON describing what arrived —
+  method, target, headers, body size and SHA-256 — so a test can see exactly what the proxy
+  forwarded;
 * ``/bytes/N``: N bytes with Content-Length; ``/chunked/N``: N bytes, chunked;
 * ``/status/NNN``: that status; ``/delay/MS``: answers after MS milliseconds;
 * ``/close``: answers with ``Connection: close`` and closes; ``/http10``: an HTTP/1.0 response

@@ -37,6 +37,9 @@ class Route:
     upstream: Upstream
     settings: RouteSettings
     stages: tuple[Stage, ...] = field(default=())
+    # The client's credentials (Authorization, the API key header), which the parser took out of
+    # the headers, go upstream as they came: a public route has no stage that consumes them.
+    forward_credentials: bool = False
 
     @property
     def shadow(self) -> bool:

@@ -370,4 +370,13 @@ def _compile_route(
     if not ok:
         return None
     assert upstream is not None
-    return Route(settings.name, frozenset(settings.methods), exact, prefix, upstream, settings)
+    return Route(
+        settings.name,
+        frozenset(settings.methods),
+        exact,
+        prefix,
+        upstream,
+        settings,
+        # A route with identity: its authentication stage forwards them when asked to.
+        forward_credentials=settings.public,
+    )

@@ -882,6 +882,8 @@ enum {
     R_FORWARDED_PROTO,
     R_EXPECT,
     R_UPGRADE,
+    R_AUTHORIZATION,     /* the credential headers: taken out of the list into their own field */
+    R_CREDENTIAL,
 };
 
 /* request.py's _DROPPED names first, then the X-Forwarded-* / X-Auth-* prefixes. */
@@ -908,6 +910,9 @@ classify_request(const char *name, Py_ssize_t n)
         break;
     case 12:
         if (EQ(name, n, "x-request-id")) return R_REQUEST_ID;
+        break;
+    case 13:
+        if (EQ(name, n, "authorization")) return R_AUTHORIZATION;
         break;
     case 14:
         if (EQ(name, n, "content-length")) return R_CONTENT_LENGTH;
@@ -1222,14 +1227,16 @@ connection_names(const char *name, Py_ssize_t n, const Span *tokens, Py_ssize_t 
 }
 
 PyDoc_STRVAR(scan_request_doc,
-"scan_request($module, method, url, version, raw_headers, keep_alive, max_body_bytes, /)\n"
+"scan_request($module, method, url, version, raw_headers, keep_alive, max_body_bytes,\n"
+"             credential_header, /)\n"
 "--\n"
 "\n"
 "request.parse_head's checks and header stripping, without building the RequestHead.\n"
 "\n"
 "Returns (target, path, headers, content_length, chunked, host, request_id, forwarded_for,\n"
-"forwarded_proto, expect_continue); raises HeadError(status, reason, detail) where parse_head\n"
-"raises ProtocolError(status, reason, detail), with the same status and reason.");
+"forwarded_proto, expect_continue, authorization, api_key); raises HeadError(status, reason,\n"
+"detail) where parse_head raises ProtocolError(status, reason, detail), with the same status\n"
+"and reason.");
 
 /* scan_request's argument checks, shared with RequestCallbacks (whose version and keep_alive
  * come from the parser). */
@@ -1261,13 +1268,14 @@ check_scan_args(PyObject *method, PyObject *url, PyObject *version, PyObject *ra
     return 0;
 }
 
-enum { SCAN_RESULTS = 10 };
+enum { SCAN_RESULTS = 12 };
 
-/* scan_request's work on checked arguments: on success out[] holds new references to its ten
- * results and 0 is returned; a refusal raises error_class(status, reason, detail). */
+/* scan_request's work on checked arguments: on success out[] holds new references to its
+ * twelve results and 0 is returned; a refusal raises error_class(status, reason, detail).
+ * credential is the API key header's lower-cased name (exact bytes), or NULL for none. */
 static int
 scan_head(SpeedupsState *st, PyObject *error_class, PyObject *url, PyObject *version,
-          PyObject *raw, PyObject *max_body, PyObject **out)
+          PyObject *raw, PyObject *max_body, PyObject *credential, PyObject **out)
 {
     ReqField fields_on_stack[FIELDS_ON_STACK];
     Span tokens_on_stack[TOKENS_ON_STACK];
@@ -1358,12 +1366,33 @@ scan_head(SpeedupsState *st, PyObject *error_class, PyObject *url, PyObject *ver
 
     /* The headers, in order: only Content-Length, Host and Expect can fail here. */
     Py_ssize_t host_at = -1, te_at = -1, request_id_at = -1, proto_at = -1;
+    Py_ssize_t authorization_at = -1, credential_at = -1;
     int n_te = 0, upgrade = 0, expect_continue = 0;
+    const char *cred = credential != NULL ? PyBytes_AS_STRING(credential) : NULL;
+    Py_ssize_t cred_len = credential != NULL ? PyBytes_GET_SIZE(credential) : -1;
     for (Py_ssize_t i = 0; i < n_fields; i++) {
         PyObject *name = field_name(&fields[i]), *value = field_value(&fields[i]);
         int kind = classify_request(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name));
+        if (kind == R_KEEP && PyBytes_GET_SIZE(name) == cred_len
+            && eq_nocase(PyBytes_AS_STRING(name), cred, cred_len)) {
+            kind = R_CREDENTIAL;
+        }
         fields[i].kind = kind;
         switch (kind) {
+        case R_AUTHORIZATION:
+            if (authorization_at >= 0) {
+                head_error(error_class, 400, "bad_credentials", "repeated Authorization header");
+                goto done;
+            }
+            authorization_at = i;
+            break;
+        case R_CREDENTIAL:
+            if (credential_at >= 0) {
+                head_error(error_class, 400, "bad_credentials", "repeated API key header");
+                goto done;
+            }
+            credential_at = i;
+            break;
         case R_HOST:
             if (host_at >= 0) {
                 head_error(error_class, 400, "bad_host", "repeated Host header");
@@ -1568,6 +1597,8 @@ scan_head(SpeedupsState *st, PyObject *error_class, PyObject *url, PyObject *ver
                                        : Py_None;
     PyObject *request_id = request_id_at >= 0 ? field_value(&fields[request_id_at]) : Py_None;
     PyObject *proto = proto_at >= 0 ? field_value(&fields[proto_at]) : Py_None;
+    PyObject *authorization = authorization_at >= 0 ? field_value(&fields[authorization_at]) : Py_None;
+    PyObject *api_key = credential_at >= 0 ? field_value(&fields[credential_at]) : Py_None;
     out[0] = target;
     out[1] = path;
     out[2] = headers;
@@ -1578,6 +1609,8 @@ scan_head(SpeedupsState *st, PyObject *error_class, PyObject *url, PyObject *ver
     out[7] = forwarded_for != NULL ? forwarded_for : Py_NewRef(Py_None);
     out[8] = Py_NewRef(proto);
     out[9] = PyBool_FromLong(expect_continue);
+    out[10] = Py_NewRef(authorization);
+    out[11] = Py_NewRef(api_key);
     target = path = headers = length = forwarded_for = NULL; /* owned by out now */
     rc = 0;
 done:
@@ -1599,20 +1632,45 @@ done:
     return rc;
 }
 
+/* The API key header's name as scan_head takes it: NULL for None, else exact lower-case bytes. */
+static int
+credential_arg(PyObject *value, const char *caller, PyObject **out)
+{
+    if (value == Py_None) {
+        *out = NULL;
+        return 0;
+    }
+    if (!PyBytes_CheckExact(value) || PyBytes_GET_SIZE(value) == 0) {
+        PyErr_Format(PyExc_TypeError, "%s: credential_header must be non-empty bytes or None", caller);
+        return -1;
+    }
+    const char *s = PyBytes_AS_STRING(value);
+    for (Py_ssize_t i = 0; i < PyBytes_GET_SIZE(value); i++) {
+        if (s[i] >= 'A' && s[i] <= 'Z') {
+            PyErr_Format(PyExc_ValueError, "%s: credential_header must be lower-case", caller);
+            return -1;
+        }
+    }
+    *out = value;
+    return 0;
+}
+
 static PyObject *
 scan_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
-        PyErr_Format(PyExc_TypeError, "scan_request() takes 6 positional arguments (%zd given)",
+    if (nargs != 7) {
+        PyErr_Format(PyExc_TypeError, "scan_request() takes 7 positional arguments (%zd given)",
                      nargs);
         return NULL;
     }
-    if (check_scan_args(args[0], args[1], args[2], args[3], args[4], args[5]) < 0) {
+    PyObject *credential;
+    if (check_scan_args(args[0], args[1], args[2], args[3], args[4], args[5]) < 0
+        || credential_arg(args[6], "scan_request()", &credential) < 0) {
         return NULL;
     }
     SpeedupsState *st = get_state(module);
     PyObject *out[SCAN_RESULTS];
-    if (scan_head(st, st->head_error, args[1], args[2], args[3], args[5], out) < 0) {
+    if (scan_head(st, st->head_error, args[1], args[2], args[3], args[5], credential, out) < 0) {
         return NULL;
     }
     PyObject *result = PyTuple_New(SCAN_RESULTS);
@@ -1651,6 +1709,7 @@ typedef struct {
     PyObject *error_class;
     PyObject *parser;   /* NULL only after del, as an unset slot of the Python class */
     PyObject *max_body_int; /* exact int */
+    PyObject *credential; /* the API key header's lower-case name (exact bytes), or NULL */
     PyObject *url;      /* exact bytes */
     PyObject *headers;  /* list of (bytes, bytes) */
     Py_ssize_t max_url, max_headers, max_header_bytes, max_body;
@@ -1705,9 +1764,13 @@ callbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_TypeError, "RequestCallbacks() takes no keyword arguments");
         return NULL;
     }
-    if (PyTuple_GET_SIZE(args) != 7) {
-        PyErr_Format(PyExc_TypeError, "RequestCallbacks() takes 7 positional arguments (%zd given)",
+    if (PyTuple_GET_SIZE(args) != 8) {
+        PyErr_Format(PyExc_TypeError, "RequestCallbacks() takes 8 positional arguments (%zd given)",
                      PyTuple_GET_SIZE(args));
+        return NULL;
+    }
+    PyObject *credential;
+    if (credential_arg(PyTuple_GET_ITEM(args, 7), "RequestCallbacks()", &credential) < 0) {
         return NULL;
     }
     PyObject *handler = PyTuple_GET_ITEM(args, 0);
@@ -1747,6 +1810,7 @@ callbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->error_class = Py_NewRef(error_class);
     self->parser = Py_NewRef(Py_None);
     self->max_body_int = max_body_int;
+    self->credential = Py_XNewRef(credential);
     self->url = url;
     self->headers = headers;
     self->max_url = max_url;
@@ -1790,6 +1854,7 @@ callbacks_dealloc(Callbacks *self)
     Py_CLEAR(self->error_class);
     Py_CLEAR(self->parser);
     Py_CLEAR(self->max_body_int);
+    Py_CLEAR(self->credential);
     Py_CLEAR(self->url);
     Py_CLEAR(self->headers);
     type->tp_free((PyObject *)self);
@@ -1894,7 +1959,7 @@ callbacks_on_header(Callbacks *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-enum { HEAD_ARGS = 13 };
+enum { HEAD_ARGS = 15 };
 
 /* parse_head(parser.get_method().decode("ascii"), url, parser.get_http_version(), headers,
  * parser.should_keep_alive(), max_body), with scan_head in place of scan_request: the
@@ -1904,6 +1969,7 @@ build_head(Callbacks *self, SpeedupsState *st, PyObject *parser)
 {
     PyObject *method = NULL, *url = NULL, *version = NULL, *raw = NULL, *keep_alive = NULL;
     PyObject *max_body = NULL, *error_class = NULL, *head_class = NULL, *head = NULL;
+    PyObject *credential = NULL;
     PyObject *fields[SCAN_RESULTS];
 
     PyObject *name = PyObject_CallMethodNoArgs(parser, st->get_method);
@@ -1927,13 +1993,14 @@ build_head(Callbacks *self, SpeedupsState *st, PyObject *parser)
     }
     max_body = Py_NewRef(self->max_body_int);
     error_class = Py_NewRef(self->error_class);
+    credential = Py_XNewRef(self->credential);
     if (check_scan_args(method, url, version, raw, keep_alive, max_body) < 0
-        || scan_head(st, error_class, url, version, raw, max_body, fields) < 0) {
+        || scan_head(st, error_class, url, version, raw, max_body, credential, fields) < 0) {
         goto done;
     }
     PyObject *argv[HEAD_ARGS] = {
         method, fields[0], fields[1], version, fields[2], keep_alive, fields[3],
-        fields[4], fields[5], fields[6], fields[7], fields[8], fields[9],
+        fields[4], fields[5], fields[6], fields[7], fields[8], fields[9], fields[10], fields[11],
     };
     head_class = Py_NewRef(self->head_class);
     head = PyObject_Vectorcall(head_class, argv, HEAD_ARGS, NULL);
@@ -1948,6 +2015,7 @@ done:
     Py_XDECREF(keep_alive);
     Py_XDECREF(max_body);
     Py_XDECREF(error_class);
+    Py_XDECREF(credential);
     Py_XDECREF(head_class);
     return head;
 }
@@ -2073,7 +2141,7 @@ static PyMethodDef callbacks_methods[] = {
 
 PyDoc_STRVAR(callbacks_doc,
 "RequestCallbacks(handler, max_url, max_headers, max_header_bytes, max_body, head_class,\n"
-"                 error_class, /)\n"
+"                 error_class, credential_header, /)\n"
 "--\n"
 "\n"
 "request.RequestCallbacks in C: llhttp's callbacks for one connection. head_class is\n"

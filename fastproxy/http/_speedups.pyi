@@ -38,6 +38,7 @@ def scan_request(
     raw_headers: list[tuple[bytes, bytes]],
     keep_alive: bool,
     max_body_bytes: int,
+    credential_header: bytes | None,
     /,
 ) -> tuple[
     bytes,  # target
@@ -50,13 +51,15 @@ def scan_request(
     bytes | None,  # forwarded_for
     bytes | None,  # forwarded_proto
     bool,  # expect_continue
+    bytes | None,  # authorization
+    bytes | None,  # api_key
 ]: ...
 
 @final
 class RequestCallbacks:
     """request.RequestCallbacks in C: llhttp's callbacks for one connection.
 
-    ``head_class`` is RequestHead (called with parse_head's 13 arguments), ``error_class`` is
+    ``head_class`` is RequestHead (called with parse_head's 15 arguments), ``error_class`` is
     ProtocolError (raised as ``error_class(status, reason, detail)``).
     """
 
@@ -73,6 +76,7 @@ class RequestCallbacks:
         max_body: int,
         head_class: Any,
         error_class: type[BaseException],
+        credential_header: bytes | None,
         /,
     ) -> None: ...
     def on_message_begin(self) -> None: ...

@@ -22,6 +22,10 @@ not origin- or absolute-form, and dot segments that an upstream could resolve ou
 prefix. Every such error is a :class:`ProtocolError`; the caller answers it and closes the
 connection, so nothing after a bad request can reach the upstream as a request of its own.
 
+The credentials are taken out of the header list into their own fields, ``authorization`` and
+``api_key`` (the configured API key header, when there is one): a stage that authenticates reads
+them there, and they reach an upstream only when the route says so (a repeated one is a 400).
+
 The head given to the handler has the hop-by-hop headers already removed (Connection and every
 header it names, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade,
 Proxy-Authorization), as are the headers the proxy sets itself (framing, X-Forwarded-*,
@@ -35,10 +39,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
-from fastproxy.config.schema import LimitsSettings
 from fastproxy.http.errors import ProtocolError
 
 if TYPE_CHECKING:
+    from fastproxy.config.schema import LimitsSettings
     from fastproxy.http._speedups import RequestCallbacks as _CCallbacks
 
 __all__ = [
@@ -90,6 +94,8 @@ class RequestHead:
     """One request's line and headers, checked and stripped of what the proxy re-serializes."""
 
     __slots__ = (
+        "api_key",
+        "authorization",
         "chunked",
         "content_length",
         "expect_continue",
@@ -120,6 +126,8 @@ class RequestHead:
         forwarded_for: bytes | None = None,
         forwarded_proto: bytes | None = None,
         expect_continue: bool = False,
+        authorization: bytes | None = None,
+        api_key: bytes | None = None,
     ) -> None:
         self.method = method
         self.target = target  # origin-form, as forwarded upstream
@@ -134,6 +142,8 @@ class RequestHead:
         self.forwarded_for = forwarded_for
         self.forwarded_proto = forwarded_proto
         self.expect_continue = expect_continue
+        self.authorization = authorization  # the client's Authorization, not in headers
+        self.api_key = api_key  # the configured API key header's value, not in headers
 
     @property
     def has_body(self) -> bool:
@@ -194,10 +204,12 @@ def parse_head_reference(
     raw_headers: list[tuple[bytes, bytes]],
     keep_alive: bool,
     max_body_bytes: int,
+    credential_header: bytes | None = None,
 ) -> RequestHead:
     """Check a request head and strip it of what the proxy re-serializes; raises ProtocolError.
 
-    The pure-Python reference of ``_speedups.scan_request`` (see :func:`parse_head`).
+    ``credential_header`` is the API key header's lower-case name. The pure-Python reference of
+    ``_speedups.scan_request`` (see :func:`parse_head`).
     """
     if version != "1.1" and version != "1.0":
         raise ProtocolError(400, "bad_version", f"HTTP version {version} not supported")
@@ -209,7 +221,15 @@ def parse_head_reference(
     upgrade = False
     for name, value in raw_headers:
         lname = name.lower()
-        if lname not in _DROPPED:
+        if lname == b"authorization":
+            if head.authorization is not None:
+                raise ProtocolError(400, "bad_credentials", "repeated Authorization header")
+            head.authorization = value
+        elif lname == credential_header and lname not in _DROPPED:
+            if head.api_key is not None:
+                raise ProtocolError(400, "bad_credentials", "repeated API key header")
+            head.api_key = value
+        elif lname not in _DROPPED:
             if lname[:2] == b"x-" and (lname.startswith(b"x-forwarded-") or lname.startswith(b"x-auth-")):
                 continue  # the proxy's to set: X-Forwarded-Host, -Port, -Prefix, X-Auth-*
             if lname == b"host":
@@ -279,10 +299,13 @@ else:
         raw_headers: list[tuple[bytes, bytes]],
         keep_alive: bool,
         max_body_bytes: int,
+        credential_header: bytes | None = None,
     ) -> RequestHead:
         """:func:`parse_head_reference`, done by its C twin (tested to decide identically)."""
         try:
-            fields = scan_request(method, url, version, raw_headers, keep_alive, max_body_bytes)
+            fields = scan_request(
+                method, url, version, raw_headers, keep_alive, max_body_bytes, credential_header
+            )
         except HeadError as exc:
             raise ProtocolError(*exc.args) from None
         return RequestHead(method, fields[0], fields[1], version, fields[2], keep_alive, *fields[3:])
@@ -298,6 +321,7 @@ class RequestCallbacks:
 
     __slots__ = (
         "_body_bytes",
+        "_credential_header",
         "_handler",
         "_header_bytes",
         "_headers",
@@ -313,9 +337,16 @@ class RequestCallbacks:
     )
 
     def __init__(
-        self, handler: RequestHandler, max_url: int, max_headers: int, max_header_bytes: int, max_body: int
+        self,
+        handler: RequestHandler,
+        max_url: int,
+        max_headers: int,
+        max_header_bytes: int,
+        max_body: int,
+        credential_header: bytes | None = None,
     ) -> None:
         self._handler = handler
+        self._credential_header = credential_header
         self._max_url = max_url
         self._max_headers = max_headers
         self._max_header_bytes = max_header_bytes
@@ -362,6 +393,7 @@ class RequestCallbacks:
             self._headers,
             parser.should_keep_alive(),
             self._max_body,
+            self._credential_header,
         )
         self._handler.on_request(head)
 
@@ -375,12 +407,14 @@ class RequestCallbacks:
         self._handler.on_request_end()
 
 
-def _callbacks(handler: RequestHandler, limits: LimitsSettings) -> RequestCallbacks | _CCallbacks:
+def _callbacks(
+    handler: RequestHandler, limits: LimitsSettings, credential_header: bytes | None
+) -> RequestCallbacks | _CCallbacks:
     """The C RequestCallbacks when the extension is built (no Python frame per callback)."""
     args = (handler, limits.max_url_bytes, limits.max_headers, limits.max_header_bytes, limits.max_body_bytes)
     if _CRequestCallbacks is not None:
-        return _CRequestCallbacks(*args, RequestHead, ProtocolError)
-    return RequestCallbacks(*args)
+        return _CRequestCallbacks(*args, RequestHead, ProtocolError, credential_header)
+    return RequestCallbacks(*args, credential_header)
 
 
 try:
@@ -394,9 +428,11 @@ class RequestParser:
 
     __slots__ = ("_callbacks", "_head_limit", "_parser", "upgraded")
 
-    def __init__(self, handler: RequestHandler, limits: LimitsSettings) -> None:
+    def __init__(
+        self, handler: RequestHandler, limits: LimitsSettings, credential_header: bytes | None = None
+    ) -> None:
         self._head_limit = limits.max_header_bytes + limits.max_url_bytes
-        self._callbacks = _callbacks(handler, limits)
+        self._callbacks = _callbacks(handler, limits, credential_header)
         self._parser = httptools.HttpRequestParser(self._callbacks)
         self._callbacks.parser = self._parser
         # A request with Upgrade (or CONNECT) ends llhttp's HTTP parsing of the connection: the

@@ -113,7 +113,7 @@ class ClientConnection(asyncio.Protocol):
         self.state = state
         self.proto = proto
         self.transport: asyncio.Transport | None = None
-        self.parser = RequestParser(self, state.limits)
+        self.parser = RequestParser(self, state.limits, state.credential_header)
         self.peer = ""
         self.peer_bytes = b""
         self.peer_trusted = False
@@ -288,6 +288,8 @@ class ClientConnection(asyncio.Protocol):
                     state.loop.create_task(self._decide_later(exchange, ctx, decision))
                 return
             extra = ctx.upstream_headers
+        if route.forward_credentials and (head.authorization is not None or head.api_key is not None):
+            extra = [*extra, *self._credentials(head)]
         self._forward(exchange, route, extra)
 
     async def _decide_later(
@@ -303,8 +305,20 @@ class ClientConnection(asyncio.Protocol):
         if decision is not None:
             self._reject(exchange, decision.status, decision.reason, decision.headers)
             return
-        assert exchange.route is not None
-        self._forward(exchange, exchange.route, ctx.upstream_headers)
+        route = exchange.route
+        assert route is not None
+        extra = ctx.upstream_headers
+        if route.forward_credentials:
+            extra = [*extra, *self._credentials(exchange.head)]
+        self._forward(exchange, route, extra)
+
+    def _credentials(self, head: RequestHead) -> list[tuple[bytes, bytes]]:
+        credentials = []
+        if head.authorization is not None:
+            credentials.append((b"Authorization", head.authorization))
+        if head.api_key is not None and self.state.credential_header is not None:
+            credentials.append((self.state.credential_header, head.api_key))
+        return credentials
 
     def _client_ip(self, head: RequestHead) -> str:
         if not self.peer_trusted:

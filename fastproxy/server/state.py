@@ -28,6 +28,9 @@ class WorkerState:
         self.limits = config.limits
         self.router: Router = config.router
         self.trusted = config.trusted_proxies
+        identity = config.identity
+        # The API key header the parser takes out of the headers, as it does Authorization.
+        self.credential_header = identity.api_key_header if identity.api_keys is not None else None
         self.pools: dict[str, UpstreamPool] = {}
         self.connections: set[ClientConnection] = set()
         # The loop's clock as of the last sweep. Deadlines on the hot path use it instead of

@@ -39,13 +39,19 @@ CORPUS_FILES = sorted(CORPUS.glob("*/*.http"))
 LIMITS = LimitsSettings(max_url_bytes=1024, max_headers=20, max_header_bytes=4096, max_body_bytes=1000)
 TIGHT = LimitsSettings(max_url_bytes=40, max_headers=4, max_header_bytes=160, max_body_bytes=16)
 HEAD_FIELDS = (*RequestHead.__slots__, "has_body")
+CREDENTIAL = b"x-api-key"
 
 Outcome = tuple[Any, ...]
 
 
 def python_callbacks(handler: Any, limits: LimitsSettings) -> Any:
     return http_request.RequestCallbacks(
-        handler, limits.max_url_bytes, limits.max_headers, limits.max_header_bytes, limits.max_body_bytes
+        handler,
+        limits.max_url_bytes,
+        limits.max_headers,
+        limits.max_header_bytes,
+        limits.max_body_bytes,
+        CREDENTIAL,
     )
 
 
@@ -58,6 +64,7 @@ def c_callbacks(handler: Any, limits: LimitsSettings) -> Any:
         limits.max_body_bytes,
         RequestHead,
         ProtocolError,
+        CREDENTIAL,
     )
 
 
@@ -357,7 +364,7 @@ def test_error_class_is_called_with_status_reason_detail() -> None:
     class Refused(Exception):
         pass
 
-    callbacks = _speedups.RequestCallbacks(Events(), 3, 1, 100, 5, RequestHead, Refused)
+    callbacks = _speedups.RequestCallbacks(Events(), 3, 1, 100, 5, RequestHead, Refused, None)
     callbacks.on_message_begin()
     with pytest.raises(Refused) as info:
         callbacks.on_url(b"/abcd")
@@ -455,7 +462,7 @@ def test_limits_outside_a_ssize_t_and_negative_limits_compare_like_python_ints()
     for limit in (2**64, 2**200, 0, -1, -(2**70), True, False):
         results = []
         for make in (http_request.RequestCallbacks, _speedups.RequestCallbacks):
-            extra = () if make is http_request.RequestCallbacks else (RequestHead, ProtocolError)
+            extra = (None,) if make is http_request.RequestCallbacks else (RequestHead, ProtocolError, None)
             for position in range(4):
                 limits = [10**6] * 4
                 limits[position] = limit
@@ -519,7 +526,7 @@ def test_attribute_errors() -> None:
         type("Sub", (_speedups.RequestCallbacks,), {})
 
 
-GOOD = (Events(), 1, 1, 1, 1, RequestHead, ProtocolError)
+GOOD = (Events(), 1, 1, 1, 1, RequestHead, ProtocolError, None)
 
 
 @pytest.mark.parametrize(
@@ -546,11 +553,11 @@ def test_constructor_rejects_wrong_types(index: int, value: object) -> None:
 
 def test_constructor_arguments_are_positional_and_counted() -> None:
     with pytest.raises(TypeError):
-        _speedups.RequestCallbacks(*GOOD[:6])
+        _speedups.RequestCallbacks(*GOOD[:7])
     with pytest.raises(TypeError):
         _speedups.RequestCallbacks(*GOOD, None)
     with pytest.raises(TypeError):
-        _speedups.RequestCallbacks(*GOOD[:6], error_class=ProtocolError)
+        _speedups.RequestCallbacks(*GOOD[:7], credential_header=None)
     callbacks = _speedups.RequestCallbacks(*GOOD)
     for method, args in [("on_url", ()), ("on_header", (b"a",)), ("on_body", (b"a", b"b"))]:
         with pytest.raises(TypeError):
@@ -644,10 +651,24 @@ def test_no_memory_is_leaked_on_any_path() -> None:
 # -- tests/http/test_request.py with each class wired in ------------------------------------------
 
 
-def c_factory(handler: Any, max_url: int, max_headers: int, max_header_bytes: int, max_body: int) -> Any:
+def c_factory(
+    handler: Any,
+    max_url: int,
+    max_headers: int,
+    max_header_bytes: int,
+    max_body: int,
+    credential_header: bytes | None = None,
+) -> Any:
     """request.RequestCallbacks' signature, building the C class."""
     return _speedups.RequestCallbacks(
-        handler, max_url, max_headers, max_header_bytes, max_body, RequestHead, ProtocolError
+        handler,
+        max_url,
+        max_headers,
+        max_header_bytes,
+        max_body,
+        RequestHead,
+        ProtocolError,
+        credential_header,
     )
 
 

@@ -41,8 +41,11 @@ FIELDS = (
     "forwarded_for",
     "forwarded_proto",
     "expect_continue",
+    "authorization",
+    "api_key",
 )
 LIMIT = 1000  # tests/http/test_request.py's max_body_bytes
+CREDENTIAL = b"x-api-key"  # the API key header every differential check names
 CORPUS = Path(__file__).parent / "requests"
 CORPUS_FILES = sorted(CORPUS.glob("*/*.http"))
 
@@ -83,8 +86,9 @@ def check(
     headers: Fields,
     keep_alive: bool = True,
     max_body_bytes: int = LIMIT,
+    credential_header: bytes | None = CREDENTIAL,
 ) -> Outcome:
-    args = (method, url, version, headers, keep_alive, max_body_bytes)
+    args = (method, url, version, headers, keep_alive, max_body_bytes, credential_header)
     expected = py_outcome(*args)
     got = c_outcome(*args)
     assert shape(got) == shape(expected), args
@@ -142,7 +146,7 @@ def test_the_corpus_gives_heads_of_every_outcome() -> None:
     outcomes = set()
     for path in CORPUS_FILES:
         for method, url, version, headers, keep_alive in corpus_heads(path):
-            got = c_outcome(method, url, version, headers, keep_alive, LIMIT)
+            got = c_outcome(method, url, version, headers, keep_alive, LIMIT, CREDENTIAL)
             outcomes.add(got[:3] if got[0] == "error" else got[0])
     expected = {"bad_version", "bad_target", "bad_path", "bad_host", "bad_expect", "bad_framing", "too_large"}
     assert "ok" in outcomes
@@ -153,6 +157,19 @@ def test_the_corpus_gives_heads_of_every_outcome() -> None:
 
 H = [(b"Host", b"a.example")]
 TRICKY: dict[str, tuple[str, bytes, str, Fields]] = {
+    # Credentials: taken out of the headers into their own fields.
+    "authorization": ("GET", b"/", "1.1", [*H, (b"Authorization", b"Bearer t"), (b"X-A", b"1")]),
+    "authorization-upper": ("GET", b"/", "1.1", [(b"AUTHORIZATION", b"Basic x"), *H]),
+    "authorization-repeated": ("GET", b"/", "1.1", [*H, (b"Authorization", b"a"), (b"authorization", b"b")]),
+    "api-key": ("GET", b"/", "1.1", [*H, (b"X-Api-Key", b"k1"), (b"X-Api-Keys", b"no")]),
+    "api-key-repeated": ("GET", b"/", "1.1", [*H, (b"x-api-key", b"a"), (b"X-API-KEY", b"b")]),
+    "api-key-named-by-connection": (
+        "GET",
+        b"/",
+        "1.1",
+        [*H, (b"Connection", b"x-api-key"), (b"x-api-key", b"k")],
+    ),
+    "both-credentials": ("GET", b"/", "1.1", [(b"x-api-key", b"k"), *H, (b"Authorization", b"Bearer t")]),
     # Absolute form.
     "absolute": ("GET", b"http://a.example/x?y=1", "1.1", H),
     "absolute-upper-scheme": ("GET", b"HTTP://A.Example/x", "1.1", H),
@@ -543,6 +560,8 @@ def test_what_the_two_agree_on_is_right() -> None:
             None,
             None,
             False,
+            None,
+            None,
         ),
     )
     outcome = check("GET", *TRICKY["connection-names"][1:])
@@ -558,12 +577,12 @@ def test_what_the_two_agree_on_is_right() -> None:
 
 def test_kept_header_pairs_are_the_callers() -> None:
     headers = [(b"Host", b"a"), (b"X-A", b"1"), (b"Connection", b"close")]
-    got = _speedups.scan_request("GET", b"/", "1.1", headers, True, LIMIT)
+    got = _speedups.scan_request("GET", b"/", "1.1", headers, True, LIMIT, None)
     assert got[2] == headers[:2]
     assert all(a is b for a, b in zip(got[2], headers, strict=False))
     assert got[5] is headers[0][1]
     url = b"/p?q"
-    assert _speedups.scan_request("GET", url, "1.1", headers, True, LIMIT)[0] is url
+    assert _speedups.scan_request("GET", url, "1.1", headers, True, LIMIT, None)[0] is url
 
 
 # -- generated heads -------------------------------------------------------------------------------
@@ -764,7 +783,7 @@ def test_any_bytes_in_any_field_match_python(seed: int) -> None:
 
 # -- bad arguments ---------------------------------------------------------------------------------
 
-GOOD_ARGS: tuple[Any, ...] = ("GET", b"/", "1.1", [(b"Host", b"h")], True, LIMIT)
+GOOD_ARGS: tuple[Any, ...] = ("GET", b"/", "1.1", [(b"Host", b"h")], True, LIMIT, None)
 
 
 @pytest.mark.parametrize(
@@ -806,7 +825,7 @@ def test_scan_request_rejects_wrong_types(index: int, value: object) -> None:
 
 def test_argument_count_and_keywords_are_checked() -> None:
     with pytest.raises(TypeError):
-        _speedups.scan_request(*GOOD_ARGS[:5])
+        _speedups.scan_request(*GOOD_ARGS[:6])
     with pytest.raises(TypeError):
         _speedups.scan_request(*GOOD_ARGS, None)  # type: ignore[call-arg]
     with pytest.raises(TypeError):
@@ -816,7 +835,7 @@ def test_argument_count_and_keywords_are_checked() -> None:
 def test_head_error_is_a_value_error_with_protocol_error_arguments() -> None:
     assert issubclass(_speedups.HeadError, ValueError)
     with pytest.raises(_speedups.HeadError) as info:
-        _speedups.scan_request("GET", b"/", "2.0", [], True, LIMIT)
+        _speedups.scan_request("GET", b"/", "2.0", [], True, LIMIT, None)
     status, reason, detail = info.value.args
     assert ProtocolError(status, reason, detail).reason == "bad_version"
 
@@ -867,7 +886,7 @@ def test_a_finalizer_that_empties_raw_headers_mid_call_is_harmless() -> None:
             # Lists taken from the free list are not counted towards a collection: empty it.
             drained: list[list[object]] = [[] for _ in range(200)]
             gc.set_threshold(1)
-            got = _speedups.scan_request("GET", b"/", "1.0", headers, True, LIMIT)
+            got = _speedups.scan_request("GET", b"/", "1.0", headers, True, LIMIT, None)
             gc.set_threshold(*threshold)
             del drained
             if got[2]:
@@ -921,3 +940,28 @@ def test_no_memory_is_leaked_on_any_path() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 20_000, grown  # one leaked object per call would be well over 100 kB
+
+
+def test_credentials_are_taken_out_of_the_headers() -> None:
+    ok, fields = check("GET", *TRICKY["both-credentials"][1:])
+    assert ok == "ok"
+    assert fields[2] == [(b"Host", b"a.example")]
+    assert fields[10:] == (b"Bearer t", b"k")
+    for name in ("authorization-repeated", "api-key-repeated"):
+        assert check("GET", *TRICKY[name][1:]) == ("error", 400, "bad_credentials")
+
+
+def test_without_an_api_key_header_the_header_is_an_ordinary_one() -> None:
+    headers = [*H, (b"x-api-key", b"a"), (b"X-API-KEY", b"b")]
+    ok, fields = check("GET", b"/", "1.1", headers, True, LIMIT, None)
+    assert ok == "ok"
+    assert fields[2] == headers
+    assert fields[11] is None
+    ok, fields = check("GET", b"/", "1.1", [*H, (b"Token", b"t")], True, LIMIT, b"token")
+    assert (fields[2], fields[11]) == (H, b"t")
+
+
+def test_credential_header_must_be_lower_case_bytes() -> None:
+    for bad in (b"X-Api-Key", "x-api-key", b""):
+        with pytest.raises((TypeError, ValueError)):
+            _speedups.scan_request("GET", b"/", "1.1", H, True, LIMIT, bad)

@@ -19,6 +19,7 @@ from .helpers import (
     ProxyLauncher,
     Recorded,
     RecordingUpstream,
+    assert_error,
     config_toml,
     json_response,
     request,
@@ -177,6 +178,18 @@ def test_hop_by_hop_and_connection_named_headers_are_removed(proxy: Proxy) -> No
     }
     assert not names & removed, names & removed
     assert "x-kept" in names
+
+
+def test_a_public_route_forwards_the_clients_authorization(proxy: Proxy) -> None:
+    # The parser takes credentials out of the header list; a route that consumes none puts them
+    # back, as they came. A repeated Authorization is refused rather than guessed at.
+    response = proxy.request("GET", "/echo", [("Authorization", "Basic dXNlcjpwYXNz"), ("X-Kept", "yes")])
+    assert response.status == 200
+    headers = echo_headers(response.json())
+    assert values(headers, "Authorization") == ["Basic dXNlcjpwYXNz"]
+    assert values(headers, "X-Kept") == ["yes"]
+    repeated = proxy.request("GET", "/echo", [("Authorization", "Basic a"), ("authorization", "Basic b")])
+    assert_error(repeated, 400, "bad_request")
 
 
 def test_hop_by_hop_response_headers_are_removed(
