@@ -26,8 +26,9 @@ does the stage answer with an awaitable.
 What the stage learns goes to the request context (principal, method, roles and scopes, for the
 authorization stages and the audit record) and to the upstream as ``X-Auth-Subject``,
 ``X-Auth-Roles`` and ``X-Auth-Method``; the client's own ``X-Auth-*`` headers were removed by the
-request parser. The credential headers are removed from the upstream request unless the route
-says ``forward_credentials = true``. The token itself never reaches a log line or the audit.
+request parser. The parser also took the credentials out of the header list (onto the request
+head); the stage puts them back for the upstream only when the route says
+``forward_credentials = true``. The token itself never reaches a log line or the audit.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ log = logging.getLogger("fastproxy.identity")
 _REALM = b'Bearer realm="fastproxy"'
 NO_CREDENTIALS = Rejection(401, "no_credentials", ((b"WWW-Authenticate", _REALM),))
 _INVALID_CHALLENGE = ((b"WWW-Authenticate", _REALM + b', error="invalid_token"'),)
-_AUTHORIZATION = b"authorization"
 
 # Reasons that depend on the clock: such a token may become valid soon, so it is not remembered
 # as invalid.
@@ -258,53 +258,29 @@ class Authenticate:
     # -- helpers ----------------------------------------------------------------------------
 
     def _credentials(self, ctx: RequestContext) -> tuple[bytes | None, bytes | None, Rejection | None]:
-        """The bearer token and API key this route accepts, removed from the upstream request.
+        """The bearer token and API key this route accepts.
 
-        They are removed before any verdict, so that a rejected request that goes on anyway (a
-        shadow-mode route) does not carry them upstream either. A parser that takes credentials
-        out of the header list itself leaves them on the head (``authorization``, ``api_key``);
-        they are read there too, and put back for the upstream only with ``forward_credentials``.
+        The parser took both out of the header list (a repeated one is its 400). They go back to
+        the upstream only with ``forward_credentials``, and then whatever the verdict: a shadow-mode
+        route goes on after a rejection, and never with a credential it was not told to forward.
         """
-        key_header = self.api_key_header
         head = ctx.head
-        authorization: list[bytes] = []
-        api_key: list[bytes] = []
-        taken_authorization: bytes | None = getattr(head, "authorization", None)
-        taken_key: bytes | None = getattr(head, "api_key", None)
-        if taken_authorization is not None:
-            authorization.append(taken_authorization)
-        if taken_key is not None:
-            api_key.append(taken_key)
-        headers = head.headers
-        in_headers = False
-        for name, value in headers:
-            lname = name.lower()
-            if lname == _AUTHORIZATION:
-                authorization.append(value)
-                in_headers = True
-            elif lname == key_header:
-                api_key.append(value)
-                in_headers = True
+        authorization = head.authorization
+        api_key = head.api_key
         if self.forward_credentials:
-            if taken_authorization is not None:
-                ctx.upstream_headers.append((b"Authorization", taken_authorization))
-            if taken_key is not None:
-                ctx.upstream_headers.append((key_header, taken_key))
-        elif in_headers:
-            headers[:] = [item for item in headers if item[0].lower() not in (_AUTHORIZATION, key_header)]
-        if len(authorization) > 1:
-            return None, None, invalid("invalid_token:repeated_header")
-        if len(api_key) > 1:
-            return None, None, invalid("invalid_api_key")
+            if authorization is not None:
+                ctx.upstream_headers.append((b"Authorization", authorization))
+            if api_key is not None:
+                ctx.upstream_headers.append((self.api_key_header, api_key))
         bearer: bytes | None = None
-        if self.issuers and authorization:
-            scheme, _, token = authorization[0].strip().partition(b" ")
+        if self.issuers and authorization is not None:
+            scheme, _, token = authorization.strip().partition(b" ")
             if scheme.lower() == b"bearer":
                 token = token.strip(b" ")
                 if not token or b" " in token:
                     return None, None, invalid("invalid_token:malformed")
                 bearer = token
-        return bearer, api_key[0] if api_key and self.api_keys is not None else None, None
+        return bearer, api_key if self.api_keys is not None else None, None
 
     def _by_token(self, token: bytes) -> Identity | Rejection | Awaitable[Identity | Rejection]:
         now = self.clock()
