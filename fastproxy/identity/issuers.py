@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from fastproxy.config.schema import ApiKeys, Identity, JwtIssuer
 from fastproxy.http.request import HOP_BY_HOP
 from fastproxy.identity.apikeys import ApiKeyEntry, ApiKeyTable
-from fastproxy.identity.jwk import HMAC_KEY_BYTES, KeySet, hmac_key, parse_jwks
+from fastproxy.identity.jwk import HMAC_KEY_BYTES, KeySet, VerifyKey, hmac_key, parse_jwks
 from fastproxy.identity.jws import Verifier
 from fastproxy.identity.keysource import (
     KeySource,
@@ -80,8 +80,21 @@ class IssuerSpec:
         return KeySource(self.name, loader, parse_jwks, refresh=self.refresh)
 
 
+class _SecretKeySet(KeySet):
+    """The one key of an issuer configured with a secret, whatever ``kid`` a token names.
+
+    A configured secret has no kid to match, and HS* issuers often put one in their tokens; with a
+    single key there is nothing for a kid to choose between (the signature still has to verify).
+    """
+
+    __slots__ = ()
+
+    def find(self, kid: str | None, alg: str) -> VerifyKey | None:
+        return super().find(None, alg)
+
+
 def _secret_keys(secret: bytes) -> tuple[KeySet, list[str]]:
-    return KeySet([hmac_key(secret)]), []
+    return _SecretKeySet([hmac_key(secret)]), []
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fastproxy.config import load_config
 from fastproxy.config.loader import ConfigError
 from fastproxy.config.model import Config
+from fastproxy.identity.issuers import IssuerSpec
+from fastproxy.identity.jwk import KeySet, b64url_encode
+from fastproxy.identity.jws import TokenError
 from fastproxy.identity.mint import public_jwks
 
 SECRET = "s3cret-value-for-hs256-0123456789abcdef"  # 39 bytes
@@ -127,6 +131,43 @@ def test_a_secret_issuer_reads_the_environment_once(tmp_path: Path, monkeypatch:
             await source.close()
 
     asyncio.run(main())
+
+
+def loaded_keys(spec: IssuerSpec) -> KeySet:
+    """The keys a worker's key source for ``spec`` installs on its first load."""
+
+    async def main() -> KeySet:
+        source = spec.key_source()
+        await source.start()
+        await source.close()
+        assert source.keys is not None
+        return source.keys
+
+    return asyncio.run(main())
+
+
+def _hs256(secret: bytes, kid: str | None) -> bytes:
+    header: dict[str, str] = {"alg": "HS256"} | ({"kid": kid} if kid is not None else {})
+    payload = {"iss": "https://idp.example.com/", "sub": "svc", "exp": 2_000_000_000}
+    signing_input = (
+        b64url_encode(json.dumps(header).encode()) + b"." + b64url_encode(json.dumps(payload).encode())
+    )
+    return signing_input + b"." + b64url_encode(hmac.new(secret, signing_input, hashlib.sha256).digest())
+
+
+@pytest.mark.parametrize("kid", [None, "2024-rotation", "anything"])
+def test_a_secret_verifies_tokens_whatever_kid_they_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kid: str | None
+) -> None:
+    # The configured secret has no kid; HS* issuers often set one. There is one key either way.
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    spec = load(tmp_path, issuer(f'algorithms = ["HS256"]\nsecret_env = "{SECRET_ENV}"')).identity.issuers[
+        "corp"
+    ]
+    keys = loaded_keys(spec)
+    assert spec.verifier.verify(_hs256(SECRET.encode(), kid), keys, 1_900_000_000).subject == "svc"
+    with pytest.raises(TokenError, match="bad_signature"):
+        spec.verifier.verify(_hs256(b"another-secret-of-enough-length-0123456789", kid), keys, 1_900_000_000)
 
 
 def test_a_secret_is_the_variables_utf8_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

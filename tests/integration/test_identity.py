@@ -480,6 +480,8 @@ def test_each_public_key_family_is_accepted(env: Env, key: str, kid: str, alg: s
 def test_hs256_with_the_secret_from_the_environment(env: Env) -> None:
     tok = hs256(claims(iss=HS, sub="svc", roles=["reader"]))
     assert_ok(send(env, "/orders/1", bearer(tok)), "svc", "jwt:hs", "reader")
+    with_kid = hs256(claims(iss=HS, sub="svc-kid", roles=["reader"]), kid="hs-2026")
+    assert_ok(send(env, "/orders/1", bearer(with_kid)), "svc-kid", "jwt:hs", "reader")
     forged = hs256(claims(iss=HS, sub="svc"), secret=b"not-the-secret-but-long-enough-0123456789")
     assert_refused(env, send(env, "/orders/1", bearer(forged)), 401, "invalid_token:bad_signature")
 
