@@ -59,6 +59,7 @@ def jwks(*keys: tuple[str, str] | tuple[str, str, str]) -> bytes:
     return orjson.dumps({"keys": [public_jwk(pem(key[0]), *key[1:]) for key in keys]})
 
 
+@cache  # a KeySet is never changed, only replaced; parsing RSA keys (ROCA check included) is not free
 def keyset(*keys: tuple[str, str] | tuple[str, str, str]) -> KeySet:
     return parse_jwks(jwks(*keys))[0]
 
