@@ -21,16 +21,17 @@ once (a client idle long enough may send ``burst + 1`` at once, then one per ``p
 the seconds until the bucket is full again and ``Retry-After`` (429 only) the seconds until the
 request would be admitted, both rounded up (:mod:`fastproxy.ratelimit.headers`).
 
-Modules: :mod:`~fastproxy.ratelimit.gcra` (the arithmetic, pure Python: the reference the C is
-tested against), :mod:`~fastproxy.ratelimit.headers`, :mod:`~fastproxy.ratelimit.table` (loading the
-extension) and ``_gcra.c`` (the table; its theory of operation says why no interleaving admits more).
+Modules: :mod:`~fastproxy.ratelimit.gcra` (the arithmetic in pure Python: ``gcra.decide`` is the
+reference the C is tested against), :mod:`~fastproxy.ratelimit.headers`,
+:mod:`~fastproxy.ratelimit.table` (loading the extension) and ``_gcra.c`` (the table; its theory of
+operation says why no interleaving admits more than the limit).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fastproxy.ratelimit.gcra import ALLOWED, LIMITED, NO_SLOT, Decision, Limit, ReferenceTable, gcra
+from fastproxy.ratelimit.gcra import ALLOWED, LIMITED, NO_SLOT, Decision, Limit, ReferenceTable
 from fastproxy.ratelimit.headers import ceil_seconds, rate_limit_headers
 from fastproxy.ratelimit.table import LAYOUT_VERSION, new_table, require_native
 
@@ -47,7 +48,6 @@ __all__ = [
     "ReferenceTable",
     "Table",
     "ceil_seconds",
-    "gcra",
     "new_table",
     "rate_limit_headers",
     "require_native",

@@ -1,7 +1,7 @@
 """GCRA, the arithmetic: the pure-Python reference of every decision the shared table makes.
 
 Sans-I/O: the clock is an argument. :class:`fastproxy.ratelimit.Table` (C, shared memory, lock-free)
-must return exactly what :func:`gcra` returns for the same TAT, clock and limit; the tests run both
+must return exactly what :func:`decide` returns for the same TAT, clock and limit; the tests run both
 on the same random sequences. :class:`ReferenceTable` is the same decisions for one process with a
 dict for memory: the oracle for those tests, never a fallback for the shared table.
 
@@ -27,7 +27,7 @@ __all__ = [
     "Decision",
     "Limit",
     "ReferenceTable",
-    "gcra",
+    "decide",
 ]
 
 # A decision's status; the C extension exports the same values (a test holds them equal). Compare
@@ -61,7 +61,7 @@ def _check(interval_ns: int, burst: int, cost: int) -> None:
         raise ValueError("(burst + 1) * interval_ns and cost * interval_ns must be at most 2**62")
 
 
-def gcra(tat: int, now: int, interval_ns: int, burst: int, cost: int = 1) -> tuple[Decision, int]:
+def decide(tat: int, now: int, interval_ns: int, burst: int, cost: int = 1) -> tuple[Decision, int]:
     """One decision: ``(decision, the TAT to store)``; a limited request leaves ``tat`` as it was."""
     _check(interval_ns, burst, cost)
     cap = (burst + 1) * interval_ns
@@ -86,7 +86,7 @@ class ReferenceTable:
     ) -> Decision:
         if isinstance(key, str):
             key = key.encode()
-        decision, self._tat[key] = gcra(self._tat.get(key, 0), now_ns, interval_ns, burst, cost)
+        decision, self._tat[key] = decide(self._tat.get(key, 0), now_ns, interval_ns, burst, cost)
         return decision
 
 

@@ -1,0 +1,63 @@
+"""fastproxy refuses to run without the C table, and the C builds warning-free."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+import fastproxy.ratelimit
+from fastproxy.ratelimit import new_table, require_native
+from fastproxy.ratelimit import table as loader
+
+SOURCE = Path(fastproxy.ratelimit.__file__).with_name("_gcra.c")
+
+
+def test_the_extension_is_usable_here() -> None:
+    require_native()
+    assert fastproxy.ratelimit.Table is type(new_table(1))
+
+
+def test_a_missing_extension_stops_fastproxy_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loader, "_native", None)
+    monkeypatch.setattr(loader, "_import_error", ImportError("No module named 'fastproxy.ratelimit._gcra'"))
+    with pytest.raises(RuntimeError, match="cannot start") as info:
+        require_native()
+    message = str(info.value)
+    assert "fastproxy.ratelimit._gcra" in message
+    assert "No module named" in message
+    assert "scripts/install" in message
+    assert "never falls back" in message
+    with pytest.raises(RuntimeError):
+        new_table(8)
+    with pytest.raises(RuntimeError):
+        fastproxy.ratelimit.Table  # noqa: B018
+
+
+def test_a_stale_build_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loader, "LAYOUT_VERSION", loader.LAYOUT_VERSION + 1)
+    with pytest.raises(RuntimeError, match="stale build"):
+        require_native()
+
+
+def test_importing_the_package_needs_no_extension() -> None:
+    code = (
+        "import sys; sys.modules['fastproxy.ratelimit._gcra'] = None\n"
+        "import fastproxy.ratelimit as r\n"
+        "try:\n    r.require_native()\nexcept RuntimeError as e:\n    print('refused:', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("refused: fastproxy cannot start")
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="no gcc")
+def test_the_c_source_is_warning_free() -> None:
+    include = sysconfig.get_paths()["include"]
+    flags = ["-mcx16"] if sysconfig.get_platform().endswith("x86_64") else []
+    warnings = ["-Wall", "-Wextra", "-Wshadow", "-Wconversion", "-Werror"]
+    command = ["gcc", "-fsyntax-only", "-O2", *warnings, *flags, "-I", include, str(SOURCE)]
+    subprocess.run(command, check=True, capture_output=True)
