@@ -74,4 +74,9 @@ def in_networks(ip: str, networks: tuple[Network, ...]) -> bool:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return False
+    if address.version == 6 and address.ipv4_mapped is not None:
+        # What a dual-stack [::] listener sees for an IPv4 peer; rules name it as IPv4.
+        mapped = address.ipv4_mapped
+        if any(mapped in network for network in networks):
+            return True
     return any(address in network for network in networks)

@@ -41,3 +41,12 @@ class Config:
     identity: CompiledIdentity
     file: FileConfig
     warnings: tuple[str, ...] = ()
+
+    def jwt_issuers_used(self) -> frozenset[str]:
+        """The ``[identity.jwt.*]`` names some route accepts (only those get live keys)."""
+        return frozenset(
+            ref[4:]
+            for route in self.router.routes
+            for ref in route.settings.identity
+            if ref.startswith("jwt:")
+        )

@@ -6,10 +6,13 @@ starts); each worker turns an :class:`IssuerSpec` into a live :class:`KeySource`
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import urlsplit
@@ -20,6 +23,7 @@ from fastproxy.identity.apikeys import ApiKeyEntry, ApiKeyTable
 from fastproxy.identity.jwk import HMAC_KEY_BYTES, KeySet, VerifyKey, hmac_key, parse_jwks
 from fastproxy.identity.jws import Verifier
 from fastproxy.identity.keysource import (
+    FetchError,
     KeySource,
     Loader,
     discovery_loader,
@@ -27,7 +31,9 @@ from fastproxy.identity.keysource import (
     url_loader,
 )
 
-__all__ = ["CompiledIdentity", "IssuerSpec", "compile_identity"]
+__all__ = ["CompiledIdentity", "IssuerSpec", "compile_identity", "prime_keys"]
+
+log = logging.getLogger("fastproxy.identity")
 
 # How long one fetch of a JWKS or discovery document may take.
 FETCH_TIMEOUT = 5.0
@@ -59,25 +65,28 @@ class IssuerSpec:
     refresh: float
     # HS*: the key, read from the environment at load; never in a repr (nor so in a log line).
     secret: bytes | None = field(default=None, repr=False)
+    # The JWKS document the master loaded (see prime_keys); workers start with its keys.
+    document: bytes | None = field(default=None, repr=False)
 
     def key_source(self) -> KeySource[KeySet]:
         """The live key source; made in the worker, after fork."""
-        loader: Loader
-        if self.kind == "file":
-            loader = file_loader(self.location)
-        elif self.kind == "url":
-            loader = url_loader(self.location, FETCH_TIMEOUT)
-        elif self.kind == "discovery":
-            loader = discovery_loader(self.location, FETCH_TIMEOUT)
-        else:
+        if self.kind == "secret":
             secret = self.secret
             assert secret is not None
 
-            async def loader() -> bytes:
+            async def load_secret() -> bytes:
                 return secret
 
-            return KeySource(self.name, loader, _secret_keys, refresh=self.refresh)
-        return KeySource(self.name, loader, parse_jwks, refresh=self.refresh)
+            return KeySource(self.name, load_secret, _secret_keys, refresh=self.refresh)
+        return KeySource(self.name, self.loader(), parse_jwks, refresh=self.refresh, initial=self.document)
+
+    def loader(self) -> Loader:
+        if self.kind == "file":
+            return file_loader(self.location)
+        if self.kind == "url":
+            return url_loader(self.location, FETCH_TIMEOUT)
+        assert self.kind == "discovery"
+        return discovery_loader(self.location, FETCH_TIMEOUT)
 
 
 class _SecretKeySet(KeySet):
@@ -286,3 +295,60 @@ def _compile_api_keys(settings: ApiKeys, add_error: AddError) -> ApiKeyTable | N
     except ValueError as exc:
         add_error("identity.api_keys.keys", str(exc))
         return None
+
+
+def prime_keys(
+    identity: CompiledIdentity, used: Collection[str], previous: CompiledIdentity | None = None
+) -> CompiledIdentity:
+    """``identity`` with each used issuer's JWKS document loaded now, for workers to start with.
+
+    The master calls this at start and on every reload, before it forks: workers then hold keys
+    from their first request, and a reload while an identity provider is down keeps the keys the
+    running configuration had for the same source (the old workers' keys are not lost with
+    them). A document that cannot be loaded is logged and left to the workers, which keep trying.
+    This blocks the master for at most one fetch timeout (two for discovery), all issuers at once.
+    """
+    wanted = [spec for name, spec in identity.issuers.items() if name in used and spec.kind != "secret"]
+    if not wanted:
+        return identity
+    loaded = asyncio.run(_load_all(wanted))
+    issuers = dict(identity.issuers)
+    for spec, (document, why) in zip(wanted, loaded, strict=True):
+        if document is None:
+            kept = _previous_document(spec, previous)
+            log.warning(
+                "issuer %s: cannot load keys at start: %s; %s",
+                spec.name,
+                why,
+                "keeping the keys of the running configuration" if kept else "the workers will keep trying",
+            )
+            document = kept
+        if document is not None:
+            issuers[spec.name] = dataclasses.replace(spec, document=document)
+    return dataclasses.replace(identity, issuers=MappingProxyType(issuers))
+
+
+async def _load_all(specs: list[IssuerSpec]) -> list[tuple[bytes | None, str]]:
+    return list(await asyncio.gather(*(_load_one(spec) for spec in specs)))
+
+
+async def _load_one(spec: IssuerSpec) -> tuple[bytes | None, str]:
+    try:
+        document = await spec.loader()()
+        keys, skipped = parse_jwks(document)
+    except (FetchError, OSError, ValueError) as exc:
+        return None, str(exc)
+    for line in skipped:
+        log.warning("issuer %s: %s", spec.name, line)
+    if not len(keys):
+        return None, "no usable key"
+    return document, ""
+
+
+def _previous_document(spec: IssuerSpec, previous: CompiledIdentity | None) -> bytes | None:
+    if previous is None:
+        return None
+    old = previous.issuers.get(spec.name)
+    if old is None or (old.kind, old.location) != (spec.kind, spec.location):
+        return None
+    return old.document

@@ -352,6 +352,7 @@ class KeySource(Generic[T]):
         clock: Callable[[], float] = time.monotonic,
         min_refetch_interval: float = 30.0,
         initial_backoff: float = 1.0,
+        initial: bytes | None = None,
     ) -> None:
         self.name = name
         self._load = load
@@ -367,6 +368,17 @@ class KeySource(Generic[T]):
         self._inflight: asyncio.Task[bool] | None = None
         self._last_refetch: float | None = None
         self._task: asyncio.Task[None] | None = None
+        if initial is not None:
+            # A document loaded before this source existed (by the master, at start or reload):
+            # installed at once, so that keys are there from the first request. Its skipped
+            # entries were logged where it was loaded.
+            try:
+                self.keys, _ = parse(initial)
+            except ValueError:
+                pass
+            else:
+                self._document = initial
+                self.generation = 1
 
     @property
     def ready(self) -> bool:
@@ -374,10 +386,14 @@ class KeySource(Generic[T]):
         return self.keys is not None
 
     async def start(self) -> None:
-        """One load attempt (its failure is logged, not raised), then the background reloads."""
+        """One load attempt (its failure is logged, not raised), then the background reloads.
+
+        A source given ``initial`` keys skips the first attempt: they were just loaded.
+        """
         if self._task is not None:
             raise RuntimeError(f"key source {self.name!r} already started")
-        await asyncio.shield(self._shared_load())
+        if self.keys is None:
+            await asyncio.shield(self._shared_load())
         self._task = asyncio.get_running_loop().create_task(
             self._reload_forever(), name=f"keysource-{self.name}"
         )

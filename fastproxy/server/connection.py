@@ -279,7 +279,8 @@ class ClientConnection(asyncio.Protocol):
         exchange.route = route
         extra: list[tuple[bytes, bytes]] = []
         if route.stages:
-            ctx = RequestContext(head, self._client_ip(head), exchange.request_id)
+            client_ip = self.peer if not self.peer_trusted else self._client_ip(head)
+            ctx = RequestContext(head, client_ip, exchange.request_id)
             decision = run_stages(route.stages, ctx, route.shadow)
             if decision is not None:
                 if isinstance(decision, Rejection):

@@ -21,6 +21,7 @@ exponential backoff that resets once a worker has lived a while.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 
 from fastproxy.config import Config, ConfigError
 from fastproxy.http import SPEEDUPS
+from fastproxy.identity.issuers import prime_keys
 from fastproxy.net import Address
 from fastproxy.server import sockets
 from fastproxy.server.heartbeat import READY, HeartbeatTable
@@ -95,6 +97,7 @@ class Master:
 
     def run(self) -> int:
         self.pid = os.getpid()
+        self.config = _with_keys(self.config, None)
         try:
             self._bind(self.config)
         except OSError as exc:
@@ -276,6 +279,7 @@ class Master:
             for line in exc.errors:
                 log.error("reload refused, keeping the running configuration: %s", line)
             return
+        config = _with_keys(config, self.config)
         try:
             self._bind(config)
         except OSError as exc:
@@ -404,3 +408,11 @@ def _describe(code: int) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"exit {code}"
+
+
+def _with_keys(config: Config, running: Config | None) -> Config:
+    """``config`` with its JWT issuers' keys loaded, so that workers are born holding them."""
+    identity = prime_keys(
+        config.identity, config.jwt_issuers_used(), running.identity if running is not None else None
+    )
+    return dataclasses.replace(config, identity=identity)

@@ -136,7 +136,8 @@ class JwtIssuer:
 
         ``clock`` gives the time after a refetch, when ``now`` is no longer now.
         """
-        self._sync()
+        if self._generation != self.source.generation:
+            self._sync()
         cache = self.cache
         identity = cache.get(token, now)
         if identity is not None:
@@ -274,6 +275,9 @@ class Authenticate:
                 ctx.upstream_headers.append((self.api_key_header, api_key))
         bearer: bytes | None = None
         if self.issuers and authorization is not None:
+            if authorization[:7] == b"Bearer " and b" " not in authorization[7:] and len(authorization) > 7:
+                # The usual spelling, without the general path's copies.
+                return authorization[7:], api_key if self.api_keys is not None else None, None
             scheme, _, token = authorization.strip().partition(b" ")
             if scheme.lower() == b"bearer":
                 token = token.strip(b" ")

@@ -31,12 +31,7 @@ class PolicyRuntime:
 
     def __init__(self, config: Config) -> None:
         identity = config.identity
-        used = {
-            ref[4:]
-            for route in config.router.routes
-            for ref in route.settings.identity
-            if ref.startswith("jwt:")
-        }
+        used = config.jwt_issuers_used()
         self.identity: CompiledIdentity = identity
         self.issuers: dict[str, JwtIssuer] = {
             name: JwtIssuer(name, spec.verifier, spec.key_source(), TokenCache[Identity]())

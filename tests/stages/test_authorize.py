@@ -139,13 +139,6 @@ def test_scopes_all(scopes: set[str], expected: str | None) -> None:
     assert verdict(stage.check(context(scopes=frozenset(scopes)))) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fastproxy/net.py in_networks (used by http/forward.client_address and the connection's "
-    "peer_trusted) does not treat an IPv4-mapped peer (::ffff:10.0.0.5, what a dual-stack [::] listener "
-    "sees) as its IPv4 address: a trusted proxy given as 10.0.0.0/8 is not trusted there, X-Forwarded-For "
-    "is ignored and the IP rules judge the proxy's address instead of the client's",
-)
 def test_a_trusted_proxy_seen_through_a_dual_stack_listener_is_trusted() -> None:
     trusted = parse_networks(["127.0.0.2/32"])
     assert client_address("::ffff:127.0.0.2", b"198.51.100.7", trusted) == "198.51.100.7"
