@@ -288,6 +288,8 @@ class ClientConnection(asyncio.Protocol):
                 else:
                     state.loop.create_task(self._decide_later(exchange, ctx, decision))
                 return
+            if ctx.would_deny is not None:
+                self._log_shadow(exchange, ctx)
             extra = ctx.upstream_headers
         if route.forward_credentials and (head.authorization is not None or head.api_key is not None):
             extra = [*extra, *self._credentials(head)]
@@ -308,10 +310,19 @@ class ClientConnection(asyncio.Protocol):
             return
         route = exchange.route
         assert route is not None
+        if ctx.would_deny is not None:
+            self._log_shadow(exchange, ctx)
         extra = ctx.upstream_headers
         if route.forward_credentials:
             extra = [*extra, *self._credentials(exchange.head)]
         self._forward(exchange, route, extra)
+
+    def _log_shadow(self, exchange: Exchange, ctx: RequestContext) -> None:
+        # A shadow-mode route served what enforcement would have refused (the audit stage will
+        # record it too); the reason code only, never a credential.
+        log.debug(
+            "request %s: shadow: would deny (%s), forwarded", exchange.request_id.decode(), ctx.would_deny
+        )
 
     def _credentials(self, head: RequestHead) -> list[tuple[bytes, bytes]]:
         credentials = []

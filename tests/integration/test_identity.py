@@ -688,6 +688,8 @@ def test_shadow_mode_decides_but_never_blocks(env: Env) -> None:
     exchange = send(env, "/shadow/1", bearer(token()))
     assert_ok(exchange, "alice", "jwt:corp", "reader")
     assert exchange.upstream_headers("Authorization") == []
+    line = f"request {exchange.request_id}: shadow: would deny (forbidden:role), forwarded"
+    wait_for(lambda: line in env.proxy.log(), 5, "the shadow-mode log line")
     # Would be 401: goes through, with no identity and without the rejected credential.
     for headers in [(), (bearer(token(aud="billing-api")),), (api_key("junk-" + secrets.token_hex(4)),)]:
         exchange = send(env, "/shadow/1", *headers)
