@@ -4,9 +4,9 @@ Method. Per call: ``time.perf_counter_ns()`` read right before and right after e
 ``table.decide()`` -- nothing else between the reads: the Python call itself (argument parsing, the
 hash, the probe, the CAS, the second clock read, the result tuple) -- less the median cost of an
 empty pair of reads, measured the same way in the same run; median and p99 over all calls (the
-clock ticks in steps of about 10 ns here). Per batch: 1000 calls in a plain loop timed as a whole, divided by 1000 (no timer in
-the loop, the loop's own cost included); median and p99 over the batches. The per-call figure has
-the finer tail, the batch figure no timer bias; they should agree on the median.
+clock ticks in steps of about 10 ns here). Per batch: 1000 calls in a plain loop timed as a whole,
+divided by 1000 (no timer in the loop, the loop's own cost included); median and p99 over the
+batches. The per-call figure has the finer tail, the batch figure no timer bias.
 
 Cases: "allowed" (a limit never reached: every call writes its slot), "limited" (a key over its
 limit: reads only), "10k keys" (10 000 keys spread over a 1M-slot table: cache misses), and two

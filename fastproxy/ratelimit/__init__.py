@@ -13,7 +13,8 @@ vDSO clock read::
 NO_SLOT: every slot of the key's probe window is held by another live key, so the table cannot
 track this one; the limit's ``on_full`` (fail_open / fail_closed) decides, and
 ``table.stats()["no_slot"]`` counts it. Keys are bytes or str; :func:`table_key` builds one per
-(limit, value) so that limits sharing the table never share a bucket.
+(limit, value) so that limits sharing the table never share a bucket. A slot is reused for another
+key once its TAT has passed by ``GRACE_NS`` (1 s): a key forgotten that way had a full bucket anyway.
 
 HTTP semantics: a limit is ``rate`` requests per ``per`` seconds sustained plus ``burst`` more at
 once (a client idle long enough may send ``burst + 1`` at once, then one per ``per / rate``).
