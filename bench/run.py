@@ -34,6 +34,7 @@ from bench.targets import (
     FastproxyTarget,
     FloorTarget,
     Target,
+    fastproxy_bearer,
 )
 from bench.wrk import WrkError, wrk_path, wrk_version
 
@@ -42,6 +43,7 @@ TARGETS: dict[str, Callable[[Target], Target]] = {
     "direct": DirectTarget,
     "nginx": NginxProxy,
     "fastproxy": FastproxyTarget,
+    "fastproxy-bearer": fastproxy_bearer,
     "fastproxy-jwt": FastproxyJwtTarget,
     "floor": FloorTarget,
 }

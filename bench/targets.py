@@ -206,13 +206,18 @@ class FastproxyJwtTarget(FastproxyTarget):
     Every request carries the same token, so after the first one it is a verified-token cache
     hit; the benchmark measures what authentication and the role check cost on top of
     passthrough. The signing key, JWKS, token and config are made in the target's workdir.
+    With ``policy=False`` the same requests, token included, go through a public route: the
+    passthrough that isolates what checking the token costs from what carrying it costs.
     """
 
     ready_path = "__ready"
 
-    def __init__(self, upstream: Target, *, name: str = "fastproxy-jwt", workers: int = 1) -> None:
+    def __init__(
+        self, upstream: Target, *, name: str = "fastproxy-jwt", workers: int = 1, policy: bool = True
+    ) -> None:
         super().__init__(upstream, name=name, workers=workers)
         self._token = ""
+        self._route = 'identity = ["jwt:bench"]\nroles_any = ["reader"]' if policy else "public = true"
 
     def command(self, workdir: Path, port: int) -> list[str]:
         from cryptography.hazmat.primitives import serialization
@@ -257,14 +262,18 @@ public = true
 name = "api"
 path = "/*"
 upstream = "bench"
-identity = ["jwt:bench"]
-roles_any = ["reader"]
+{self._route}
 """
         )
         return [sys.executable, "-m", "fastproxy", "run", "--config", str(workdir / "fastproxy.toml")]
 
     def request_headers(self) -> list[str]:
         return [f"Authorization: Bearer {self._token}"]
+
+
+def fastproxy_bearer(upstream: Target) -> Target:
+    """fastproxy-jwt's requests, token included, through a public route (its passthrough)."""
+    return FastproxyJwtTarget(upstream, name="fastproxy-bearer", policy=False)
 
 
 class FloorTarget(ServerTarget):
