@@ -17,8 +17,10 @@ is applied here, not in each stage: in ``shadow`` mode a rejection is recorded a
 on the request context and the request goes on. "Not my credential" (``None``) is different from
 "bad credential" (a rejection) — a stage that does not recognise a request lets the next one try.
 
-Stages may add headers for the upstream (``ctx.upstream_headers``) and facts for the audit record
-(``ctx.principal``, ``ctx.auth``, ``ctx.roles``, ``ctx.scopes``). They never see the socket.
+Stages may add headers for the upstream (``ctx.upstream_headers``), for the client's response when
+the request is forwarded (``ctx.response_headers``; a rejection carries its own), and facts for
+the audit record (``ctx.principal``, ``ctx.auth``, ``ctx.roles``, ``ctx.scopes``). They never see
+the socket.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class RequestContext:
         "head",
         "principal",
         "request_id",
+        "response_headers",
         "roles",
         "scopes",
         "upstream_headers",
@@ -74,6 +77,7 @@ class RequestContext:
         self.scopes: frozenset[str] = frozenset()
         self.would_deny: str | None = None
         self.upstream_headers: list[tuple[bytes, bytes]] = []
+        self.response_headers = b""  # header lines ("Name: value\r\n") for the client's response
 
 
 class Stage(Protocol):

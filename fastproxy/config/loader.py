@@ -19,6 +19,7 @@ from fastproxy.config.model import Config, Upstream
 from fastproxy.config.schema import FileConfig, RouteSettings
 from fastproxy.identity.issuers import compile_identity
 from fastproxy.net import Address, parse_address, parse_networks, parse_upstream_url
+from fastproxy.ratelimit.policy import IDENTITY_KEYS, compile_rate_limits
 from fastproxy.routing import Route, Router, check_method, compile_pattern
 
 __all__ = ["ConfigError", "load_config"]
@@ -238,6 +239,9 @@ def _compile(file: FileConfig, path: str | None, errors: _Errors, warnings: tupl
         errors.add("server.tls_cert", "TLS listeners are not available in this release")
 
     identity = compile_identity(file.identity, errors.add)
+    rate_limits = compile_rate_limits(
+        file.rate_limits, identity.api_key_header if identity.api_keys is not None else None, errors.add
+    )
 
     upstreams: dict[str, Upstream] = {}
     for name, upstream_settings in file.upstreams.items():
@@ -288,6 +292,7 @@ def _compile(file: FileConfig, path: str | None, errors: _Errors, warnings: tupl
         upstreams=MappingProxyType(upstreams),
         router=Router(tuple(routes)),
         identity=identity,
+        rate_limits=rate_limits,
         file=file,
         warnings=warnings,
     )
@@ -295,7 +300,7 @@ def _compile(file: FileConfig, path: str | None, errors: _Errors, warnings: tupl
 
 # Route keys whose stages arrive with later releases; a route that uses one is refused rather
 # than served without the check it asks for.
-_NOT_YET = ("rate_limit", "mask")
+_NOT_YET = ("mask",)
 
 
 def _compile_route(
@@ -347,9 +352,17 @@ def _compile_route(
     if settings.forward_credentials and settings.public:
         errors.add(f"{key}.forward_credentials", "a public route forwards every header it is sent")
         ok = False
-    if settings.rate_limit is not None and settings.rate_limit not in file.rate_limits:
-        errors.add(f"{key}.rate_limit", f"no [rate_limits.{settings.rate_limit}]")
-        ok = False
+    if settings.rate_limit is not None:
+        limit = file.rate_limits.get(settings.rate_limit)
+        if limit is None:
+            errors.add(f"{key}.rate_limit", f"no [rate_limits.{settings.rate_limit}]")
+            ok = False
+        elif limit.key in IDENTITY_KEYS and not settings.identity:
+            errors.add(
+                f"{key}.rate_limit",
+                f"[rate_limits.{settings.rate_limit}] counts by {limit.key}: the route needs identity",
+            )
+            ok = False
     if settings.mask is not None and settings.mask not in file.masks:
         errors.add(f"{key}.mask", f"no [masks.{settings.mask}]")
         ok = False

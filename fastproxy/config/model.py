@@ -11,6 +11,7 @@ from fastproxy.net import Address, Network
 
 if TYPE_CHECKING:
     from fastproxy.identity.issuers import CompiledIdentity
+    from fastproxy.ratelimit.policy import RateLimitSpec
     from fastproxy.routing import Router
 
 __all__ = ["Config", "Upstream"]
@@ -39,8 +40,12 @@ class Config:
     upstreams: Mapping[str, Upstream]
     router: Router
     identity: CompiledIdentity
+    rate_limits: Mapping[str, RateLimitSpec]
     file: FileConfig
     warnings: tuple[str, ...] = ()
+
+    def uses_rate_limits(self) -> bool:
+        return any(route.settings.rate_limit is not None for route in self.router.routes)
 
     def jwt_issuers_used(self) -> frozenset[str]:
         """The ``[identity.jwt.*]`` names some route accepts (only those get live keys)."""

@@ -76,6 +76,7 @@ class Exchange:
         "request_done",
         "request_id",
         "response_done",
+        "response_extra",
         "response_started",
         "retried",
         "route",
@@ -98,6 +99,7 @@ class Exchange:
         self.request_done = False
         self.response_started = False
         self.response_done = False
+        self.response_extra = b""  # header lines the stages add to the upstream's response
         self.discard = False  # the rest of the request body is read and dropped
         self.retried = False
         self.status = 0
@@ -290,6 +292,7 @@ class ClientConnection(asyncio.Protocol):
                 return
             if ctx.would_deny is not None:
                 self._log_shadow(exchange, ctx)
+            exchange.response_extra = ctx.response_headers
             extra = ctx.upstream_headers
         if route.forward_credentials and (head.authorization is not None or head.api_key is not None):
             extra = [*extra, *self._credentials(head)]
@@ -312,6 +315,7 @@ class ClientConnection(asyncio.Protocol):
         assert route is not None
         if ctx.would_deny is not None:
             self._log_shadow(exchange, ctx)
+        exchange.response_extra = ctx.response_headers
         extra = ctx.upstream_headers
         if route.forward_credentials:
             extra = [*extra, *self._credentials(exchange.head)]

@@ -32,14 +32,19 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastproxy.config import Config, ConfigError
 from fastproxy.http import SPEEDUPS
 from fastproxy.identity.issuers import prime_keys
 from fastproxy.net import Address
+from fastproxy.ratelimit import new_table
 from fastproxy.server import sockets
 from fastproxy.server.heartbeat import READY, HeartbeatTable
 from fastproxy.server.worker import WORKER_BOOT_ERROR, Worker
+
+if TYPE_CHECKING:
+    from fastproxy.ratelimit._gcra import Table
 
 __all__ = ["HALT_BOOT_FAILURE", "Master"]
 
@@ -82,6 +87,7 @@ class Master:
         self.workers: dict[int, WorkerRecord] = {}
         self.listeners: dict[Address, socket.socket] = {}
         self.heartbeats: HeartbeatTable | None = None
+        self.ratelimit_table: Table | None = None
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.stopping = False
         self.stop_deadline = 0.0
@@ -98,6 +104,11 @@ class Master:
     def run(self) -> int:
         self.pid = os.getpid()
         self.config = _with_keys(self.config, None)
+        try:
+            self._make_ratelimit_table(self.config)
+        except RuntimeError as exc:
+            log.error("%s", exc)
+            return 1
         try:
             self._bind(self.config)
         except OSError as exc:
@@ -281,6 +292,11 @@ class Master:
             return
         config = _with_keys(config, self.config)
         try:
+            self._make_ratelimit_table(config)
+        except RuntimeError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        try:
             self._bind(config)
         except OSError as exc:
             log.error("reload refused, keeping the running configuration: cannot listen: %s", exc)
@@ -300,6 +316,25 @@ class Master:
         pass  # the loop reaps on every pass
 
     # -- helpers ----------------------------------------------------------------------------------
+
+    def _make_ratelimit_table(self, config: Config) -> None:
+        """The shared rate-limit table, made once before the first worker that needs it is forked.
+
+        It lives as long as the master, across reloads, so a reload resets no one's budget;
+        a changed ``ratelimit_slots`` takes effect at the next start. Raises RuntimeError (with
+        what to do) when the C extension is missing: never a non-atomic limiter.
+        """
+        if not config.uses_rate_limits():
+            return
+        if self.ratelimit_table is None:
+            self.ratelimit_table = new_table(config.server.ratelimit_slots)
+            log.info("rate-limit table: %d slots shared by all workers", self.ratelimit_table.slots)
+        elif self.ratelimit_table.slots != config.server.ratelimit_slots:
+            log.warning(
+                "server.ratelimit_slots changed to %d: the table keeps %d slots until the next start",
+                config.server.ratelimit_slots,
+                self.ratelimit_table.slots,
+            )
 
     def _bind(self, config: Config) -> None:
         wanted = [*config.listen, *([config.admin] if config.admin else [])]
@@ -340,7 +375,7 @@ class Master:
         self.heartbeats.reset(slot)
         listeners = [self.listeners[a] for a in config.listen]
         admin = self.listeners[config.admin] if config.admin else None
-        worker = Worker(config, listeners, admin, self.heartbeats, slot, self.pid)
+        worker = Worker(config, listeners, admin, self.heartbeats, slot, self.pid, self.ratelimit_table)
         pid = os.fork()
         if pid == 0:
             status = 1

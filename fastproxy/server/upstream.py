@@ -278,6 +278,9 @@ class UpstreamConnection(asyncio.Protocol):
             head.version == "1.1",
             exchange.keep_alive,
         )
+        if exchange.response_extra:
+            # The stages' own fields (RateLimit-*), before the blank line that ends the head.
+            client_head = client_head[:-2] + exchange.response_extra + b"\r\n"
         self.head_buf = b""
         self.framing = framing
         self.until_close = framing != Framing.NONE and length == -1 and not chunked

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 import uvloop
 
@@ -24,6 +25,9 @@ from fastproxy.server.sockets import BACKLOG
 from fastproxy.server.state import WorkerState
 from fastproxy.server.upstream import UpstreamPool
 from fastproxy.stages.build import PolicyRuntime
+
+if TYPE_CHECKING:
+    from fastproxy.ratelimit._gcra import Table
 
 __all__ = ["WORKER_BOOT_ERROR", "Worker"]
 
@@ -44,6 +48,7 @@ class Worker:
         heartbeats: HeartbeatTable,
         slot: int,
         master_pid: int,
+        ratelimit_table: Table | None = None,
     ) -> None:
         self.config = config
         self.listeners = listeners
@@ -51,6 +56,7 @@ class Worker:
         self.heartbeats = heartbeats
         self.slot = slot
         self.master_pid = master_pid
+        self.ratelimit_table = ratelimit_table  # shared memory, made by the master before fork
         self.pid = 0
         self.state: WorkerState | None = None
         self.policy: PolicyRuntime | None = None
@@ -84,7 +90,7 @@ class Worker:
         self.loop = loop
         state = WorkerState(self.config, loop)
         self.state = state
-        policy = PolicyRuntime(self.config)
+        policy = PolicyRuntime(self.config, self.ratelimit_table)
         self.policy = policy
         state.router = policy.router
         policy.start(loop)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 from fastproxy.config.model import Config
 from fastproxy.identity.cache import TokenCache
@@ -20,6 +21,10 @@ from fastproxy.policy import Stage
 from fastproxy.routing import Route, Router
 from fastproxy.stages.authenticate import Authenticate, Identity, JwtIssuer
 from fastproxy.stages.authorize import IpRules, RequireRoles, RequireScopes
+from fastproxy.stages.ratelimit import RateLimitStage
+
+if TYPE_CHECKING:
+    from fastproxy.ratelimit._gcra import Table
 
 __all__ = ["PolicyRuntime"]
 
@@ -29,10 +34,12 @@ log = logging.getLogger("fastproxy.worker")
 class PolicyRuntime:
     """The live policy state of one worker."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, ratelimit_table: Table | None = None) -> None:
         identity = config.identity
         used = config.jwt_issuers_used()
         self.identity: CompiledIdentity = identity
+        self.rate_limits = config.rate_limits
+        self.ratelimit_table = ratelimit_table
         self.issuers: dict[str, JwtIssuer] = {
             name: JwtIssuer(name, spec.verifier, spec.key_source(), TokenCache[Identity]())
             for name, spec in identity.issuers.items()
@@ -85,4 +92,10 @@ class PolicyRuntime:
             stages.append(RequireRoles(frozenset(settings.roles_any)))
         if settings.scopes_all:
             stages.append(RequireScopes(frozenset(settings.scopes_all)))
+        if settings.rate_limit is not None:
+            # Last: a request refused for who it is never spends anyone's budget.
+            table = self.ratelimit_table
+            if table is None:
+                raise RuntimeError("a route has a rate limit but the master made no rate-limit table")
+            stages.append(RateLimitStage(self.rate_limits[settings.rate_limit], table, route.name))
         return dataclasses.replace(route, stages=tuple(stages))

@@ -204,14 +204,10 @@ def test_spec_example_with_routes_that_use_only_what_this_release_has(tmp_path: 
 
 def test_spec_example_route_is_refused_for_what_this_release_lacks(tmp_path: Path) -> None:
     path = write(tmp_path, SPEC_EXAMPLE.replace("ROUTES", SPEC_ROUTE))
-    errors = errors_of(path)
-    assert errors == [
-        f"{path}: routes[0].{key}: {NOT_YET} (this route would not be enforced)"
-        for key in ("rate_limit", "mask")
-    ]
+    assert errors_of(path) == [f"{path}: routes[0].mask: {NOT_YET} (this route would not be enforced)"]
 
 
-@pytest.mark.parametrize(("key", "value"), [("rate_limit", '"per-user"'), ("mask", '"pii"')])
+@pytest.mark.parametrize(("key", "value"), [("mask", '"pii"')])
 def test_each_later_release_route_key_is_refused(tmp_path: Path, key: str, value: str) -> None:
     route = f'[[routes]]\nname = "r"\npath = "/r"\nupstream = "api"\npublic = true\n{key} = {value}\n'
     path = write(tmp_path, SPEC_EXAMPLE.replace("ROUTES", route))
@@ -219,8 +215,16 @@ def test_each_later_release_route_key_is_refused(tmp_path: Path, key: str, value
     assert error.startswith(f"{path}: routes[0].{key}: {NOT_YET}")
 
 
+def test_a_principal_rate_limit_needs_identity(tmp_path: Path) -> None:
+    route = '[[routes]]\nname = "r"\npath = "/r"\nupstream = "api"\npublic = true\nrate_limit = "per-user"\n'
+    path = write(tmp_path, SPEC_EXAMPLE.replace("ROUTES", route))
+    assert only_error(path) == (
+        f"{path}: routes[0].rate_limit: [rate_limits.per-user] counts by principal: the route needs identity"
+    )
+
+
 def test_spec_example_route_without_rate_limit_and_mask_compiles(tmp_path: Path) -> None:
-    route = SPEC_ROUTE.replace('rate_limit = "per-user"', "").replace('mask = "pii"', "")
+    route = SPEC_ROUTE.replace('mask = "pii"', "")
     config = load_config(write(tmp_path, SPEC_EXAMPLE.replace("ROUTES", route)))
     assert set(config.identity.issuers) == {"corp"}
     spec = config.identity.issuers["corp"]

@@ -1,0 +1,99 @@
+"""The rate-limit stage: one decision in the shared table per request, after authorization.
+
+It runs last, so a request refused for who it is (401, 403) or where it comes from never spends
+anyone's budget. The decision is :meth:`Table.decide` (lock-free, shared by every worker, see
+:mod:`fastproxy.ratelimit`). An admitted request's response carries ``RateLimit-Limit``,
+``RateLimit-Remaining`` and ``RateLimit-Reset``; a refused one is a 429 with the same fields and
+``Retry-After``. In shadow mode a refusal is recorded (``would_deny = rate_limited``) and the
+request goes on, with the headers an enforcing route would have sent.
+
+A key the table cannot place (every slot of its probe window held by live keys) follows the
+limit's ``on_full``: ``fail_open`` admits without headers, ``fail_closed`` answers 503 with
+``Retry-After``. Both are counted by the table, and the first of each limit is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from fastproxy.policy import Decision, Rejection, RequestContext
+from fastproxy.ratelimit import ALLOWED, LIMITED, ceil_seconds, rate_limit_headers, table_key
+from fastproxy.ratelimit.policy import RateLimitSpec
+
+if TYPE_CHECKING:
+    # The extension's type: imported only for typing, so a proxy without rate limits starts
+    # without it (the master refuses to start one with them: ratelimit.require_native).
+    from fastproxy.ratelimit._gcra import Table
+
+__all__ = ["RateLimitStage"]
+
+log = logging.getLogger("fastproxy.ratelimit")
+
+
+class RateLimitStage:
+    name = "rate_limit"
+
+    __slots__ = ("_full_logged", "_prefix", "burst", "interval_ns", "route", "spec", "table")
+
+    def __init__(self, spec: RateLimitSpec, table: Table, route: str) -> None:
+        self.spec = spec
+        self.table = table
+        self.route = route
+        self.interval_ns = spec.limit.interval_ns
+        self.burst = spec.limit.burst
+        self._prefix = table_key(spec.name, b"")  # the key is this plus the value
+        self._full_logged = False
+
+    def check(self, ctx: RequestContext) -> Decision:
+        status, remaining, reset_ns, retry_ns = self.table.decide(
+            self._prefix + self._value(ctx), self.interval_ns, self.burst
+        )
+        if status == ALLOWED:
+            ctx.response_headers += (
+                b"RateLimit-Limit: %s\r\nRateLimit-Remaining: %d\r\nRateLimit-Reset: %d\r\n"
+                % (
+                    self.spec.shown_limit,
+                    remaining,
+                    ceil_seconds(reset_ns),
+                )
+            )
+            return None
+        decision = (status, remaining, reset_ns, retry_ns)
+        if status == LIMITED:
+            headers = rate_limit_headers(self.spec.limit.limit, decision)
+            # In shadow mode the request goes on, with the RateLimit-* fields an enforcing route
+            # would have sent (Retry-After belongs to the 429 only).
+            ctx.response_headers += b"".join(b"%s: %s\r\n" % pair for pair in headers[:3])
+            return Rejection(429, "rate_limited", headers)
+        if not self._full_logged:
+            self._full_logged = True
+            log.warning(
+                "rate limit %s: the table has no free slot for a key (--ratelimit-slots); %s",
+                self.spec.name,
+                "admitting (on_full = fail_open)"
+                if self.spec.fail_open
+                else "refusing (on_full = fail_closed)",
+            )
+        if self.spec.fail_open:
+            return None
+        return Rejection(503, "rate_limit_full", rate_limit_headers(self.spec.limit.limit, decision))
+
+    def _value(self, ctx: RequestContext) -> bytes:
+        key = self.spec.key
+        if key == "principal":
+            return b"%s|%s" % ((ctx.auth or "").encode(), (ctx.principal or "").encode())
+        if key == "ip":
+            return ctx.client_ip.encode()
+        if key == "api_key":
+            auth = ctx.auth or ""
+            if auth.startswith("api_key:"):
+                return auth.encode()
+            return b"%s|%s" % (auth.encode(), (ctx.principal or "").encode())
+        if key == "route":
+            return self.route.encode()
+        header = self.spec.header
+        for name, value in ctx.head.headers:
+            if name.lower() == header:
+                return value
+        return b""
