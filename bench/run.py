@@ -31,6 +31,7 @@ from bench.targets import (
     DevserverUpstream,
     DirectTarget,
     FastproxyJwtTarget,
+    FastproxyLimitedTarget,
     FastproxyTarget,
     FloorTarget,
     Target,
@@ -45,6 +46,7 @@ TARGETS: dict[str, Callable[[Target], Target]] = {
     "fastproxy": FastproxyTarget,
     "fastproxy-bearer": fastproxy_bearer,
     "fastproxy-jwt": FastproxyJwtTarget,
+    "fastproxy-limited": FastproxyLimitedTarget,
     "floor": FloorTarget,
 }
 

@@ -271,6 +271,46 @@ upstream = "bench"
         return [f"Authorization: Bearer {self._token}"]
 
 
+class FastproxyLimitedTarget(FastproxyTarget):
+    """fastproxy with a rate limit on its one route that never limits: what a decision costs.
+
+    The limit counts by client address (every wrk connection shares one bucket) with a rate far
+    above what this box can send, so every request is admitted and carries RateLimit-* headers;
+    the same requests as the plain ``fastproxy`` target, which is its passthrough.
+    """
+
+    def __init__(self, upstream: Target, *, name: str = "fastproxy-limited", workers: int = 1) -> None:
+        super().__init__(upstream, name=name, workers=workers)
+
+    def command(self, workdir: Path, port: int) -> list[str]:
+        authority = self._upstream.url.rstrip("/")
+        (workdir / "fastproxy.toml").write_text(
+            f"""\
+[server]
+listen = ["127.0.0.1:{port}"]
+workers = {self.workers}
+admin_listen = "off"
+log_level = "warning"
+
+[upstreams.bench]
+url = "{authority}"
+
+[rate_limits.generous]
+key = "ip"
+rate = 100000000
+burst = 1000
+
+[[routes]]
+name = "api"
+path = "/*"
+upstream = "bench"
+public = true
+rate_limit = "generous"
+"""
+        )
+        return [sys.executable, "-m", "fastproxy", "run", "--config", str(workdir / "fastproxy.toml")]
+
+
 def fastproxy_bearer(upstream: Target) -> Target:
     """fastproxy-jwt's requests, token included, through a public route (its passthrough)."""
     return FastproxyJwtTarget(upstream, name="fastproxy-bearer", policy=False)
