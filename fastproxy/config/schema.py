@@ -167,6 +167,17 @@ class Mask(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     fields: list[str]
     replacement: Any = "***"
     exempt_roles: list[str] = msgspec.field(default_factory=list)
+    max_bytes: Annotated[
+        Annotated[int, Meta(ge=0)],
+        Meta(description="largest response body masked, bytes; a larger one is unmaskable"),
+    ] = 1048576
+    on_unmaskable: Annotated[
+        Literal["pass", "refuse"],
+        Meta(
+            description="a response that cannot be masked (not JSON, compressed, too large, invalid): "
+            '"pass" it unchanged (the audit says why) or "refuse" it (502)'
+        ),
+    ] = "pass"
 
 
 class RouteSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
