@@ -41,6 +41,7 @@ from fastproxy.net import Address
 from fastproxy.ratelimit import new_table
 from fastproxy.server import sockets
 from fastproxy.server.heartbeat import READY, HeartbeatTable
+from fastproxy.server.notify import Notifier
 from fastproxy.server.worker import WORKER_BOOT_ERROR, Worker
 
 if TYPE_CHECKING:
@@ -96,6 +97,8 @@ class Master:
         self.crashes = 0
         self.next_spawn = 0.0
         self.reload_pending: Config | None = None
+        self.notifier = Notifier()
+        self._notified_ready = False
         self._wakeup_r = -1
         self._wakeup_w = -1
 
@@ -141,6 +144,7 @@ class Master:
                     self._kill_stale()
                     self._spawn_missing()
                     self._finish_reload()
+                    self._notify()
                 self._wait_for_signals(self._wait_time())
         finally:
             self._remove_pid_file()
@@ -244,6 +248,33 @@ class Master:
         for _ in range(config.workers - len(current)):
             self._spawn(config)
 
+    def _notify(self) -> None:
+        """systemd: READY=1 once the first generation is up; WATCHDOG=1 while workers beat."""
+        if not self.notifier.enabled:
+            return
+        if not self._notified_ready:
+            current = [r for r in self.workers.values() if r.generation == self.generation]
+            if (
+                self.reload_pending is None
+                and len(current) >= self.config.workers
+                and all(r.ready for r in current)
+            ):
+                self._notified_ready = True
+                self.notifier.ready()
+        now = time.monotonic()
+        if self._notified_ready and self._workers_beating(now):
+            self.notifier.watchdog(now)
+
+    def _workers_beating(self, now: float) -> bool:
+        """Every ready worker beat within the last 2 s (they beat every 0.25 s)."""
+        assert self.heartbeats is not None
+        ready = [r for r in self.workers.values() if r.ready and not r.stopping]
+        for record in ready:
+            pid, _, beat = self.heartbeats.read(record.slot)
+            if pid != record.pid or now - beat > 2.0:
+                return False
+        return bool(ready)
+
     def _finish_reload(self) -> None:
         pending = self.reload_pending
         if pending is None:
@@ -259,6 +290,7 @@ class Master:
                 self._signal(record.pid, signal.SIGTERM)
         self._close_unused_listeners()
         log.info("reload complete: generation %d serving", self.generation)
+        self.notifier.ready()
 
     # -- signal handlers: they only enqueue ------------------------------------------------------
 
@@ -284,25 +316,29 @@ class Master:
 
     def handle_hup(self) -> None:
         log.info("reloading configuration")
+        self.notifier.reloading()
         try:
             config = self.reload_config()
         except ConfigError as exc:
             for line in exc.errors:
                 log.error("reload refused, keeping the running configuration: %s", line)
+            self.notifier.ready()
             return
         config = _with_keys(config, self.config)
         try:
             self._make_ratelimit_table(config)
         except RuntimeError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
+            self.notifier.ready()
             return
         try:
             self._bind(config)
         except OSError as exc:
             log.error("reload refused, keeping the running configuration: cannot listen: %s", exc)
+            self.notifier.ready()
             return
         if self.reload_pending is not None:
-            self._abort_reload()
+            self._abort_reload(superseded=True)
         self.reload_pending = config
         self.generation += 1
         self.boot_failures = 0
@@ -354,8 +390,11 @@ class Master:
         for address in [a for a in self.listeners if a not in wanted]:
             self.listeners.pop(address).close()
 
-    def _abort_reload(self) -> None:
-        log.error("reload aborted: the new workers do not boot; keeping the running configuration")
+    def _abort_reload(self, superseded: bool = False) -> None:
+        if superseded:
+            log.warning("reload superseded by another: its new workers are stopped")
+        else:
+            log.error("reload aborted: the new workers do not boot; keeping the running configuration")
         for record in self.workers.values():
             if record.generation == self.generation:
                 record.stopping = True
@@ -367,6 +406,8 @@ class Master:
             if not record.stopping:
                 record.generation = self.generation
         self._close_unused_listeners()
+        if not superseded:
+            self.notifier.ready()
 
     def _spawn(self, config: Config) -> None:
         assert self.heartbeats is not None
@@ -403,6 +444,7 @@ class Master:
         timeout = self.config.server.graceful_timeout if graceful else 2.0
         self.stop_deadline = time.monotonic() + timeout + 1.0
         log.info("stopping (%s)", "graceful" if graceful else "immediate")
+        self.notifier.stopping()
         for record in self.workers.values():
             record.stopping = True
         self._kill_all(sig)

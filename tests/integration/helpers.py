@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,11 +250,12 @@ def assert_error(response: Response, status: int, code: str) -> dict[str, Any]:
 # -- processes --------------------------------------------------------------------------------
 
 
-def _python_env() -> dict[str, str]:
+def _python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
-    env.pop("NOTIFY_SOCKET", None)
+    env.pop("NOTIFY_SOCKET", None)  # a test run under systemd must not speak for the service
+    env.update(extra or {})
     return env
 
 
@@ -323,6 +324,7 @@ class Proxy:
         log_path: Path,
         config_path: Path | None,
         workers: int,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.argv = argv
         self.port = port
@@ -336,7 +338,7 @@ class Proxy:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                env=_python_env(),
+                env=_python_env(env),
                 cwd=ROOT,
             )
         self.pid = self.proc.pid
@@ -438,6 +440,7 @@ class ProxyLauncher:
         args: Iterable[str] = (),
         workers: int = 1,
         wait: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> Proxy:
         """``fastproxy run`` with ``--upstream`` or a TOML ``config`` (written to a file).
 
@@ -466,7 +469,7 @@ class ProxyLauncher:
             "5",
             *args,
         ]
-        proxy = Proxy(argv, port, admin_port, self.directory / f"proxy{index}.log", config_path, workers)
+        proxy = Proxy(argv, port, admin_port, self.directory / f"proxy{index}.log", config_path, workers, env)
         self.started.append(proxy)
         if wait:
             proxy.wait_ready()
