@@ -21,6 +21,7 @@ from fastproxy.identity.issuers import compile_identity
 from fastproxy.net import Address, parse_address, parse_networks, parse_upstream_url
 from fastproxy.ratelimit.policy import IDENTITY_KEYS, compile_rate_limits
 from fastproxy.routing import Route, Router, check_method, compile_pattern
+from fastproxy.server.tls import server_context
 
 __all__ = ["ConfigError", "load_config"]
 
@@ -235,8 +236,11 @@ def _compile(file: FileConfig, path: str | None, errors: _Errors, warnings: tupl
         trusted = ()
     if (server.tls_cert is None) != (server.tls_key is None):
         errors.add("server.tls_cert", "tls_cert and tls_key go together")
-    if server.tls_cert is not None:
-        errors.add("server.tls_cert", "TLS listeners are not available in this release")
+    if server.tls_cert is not None and server.tls_key is not None:
+        try:
+            server_context(server.tls_cert, server.tls_key)
+        except ValueError as exc:
+            errors.add("server.tls_cert", str(exc))
 
     identity = compile_identity(file.identity, errors.add)
     rate_limits = compile_rate_limits(

@@ -23,6 +23,7 @@ from fastproxy.server.connection import ClientConnection
 from fastproxy.server.heartbeat import BOOTING, KEYS_LOADED, READY, STOPPING, HeartbeatTable
 from fastproxy.server.sockets import BACKLOG
 from fastproxy.server.state import WorkerState
+from fastproxy.server.tls import server_context
 from fastproxy.server.upstream import UpstreamPool
 from fastproxy.stages.build import PolicyRuntime
 
@@ -111,9 +112,16 @@ class Worker:
 
     async def _serve(self, state: WorkerState) -> None:
         loop = state.loop
+        server_settings = self.config.server
+        tls = None
+        proto = b"http"
+        if server_settings.tls_cert is not None and server_settings.tls_key is not None:
+            # Read again here, after fork: a reload's new workers pick up a renewed certificate.
+            tls = server_context(server_settings.tls_cert, server_settings.tls_key)
+            proto = b"https"
         for sock in self.listeners:
             server = await loop.create_server(
-                lambda: ClientConnection(state, b"http"), sock=sock, backlog=BACKLOG
+                lambda: ClientConnection(state, proto), sock=sock, backlog=BACKLOG, ssl=tls
             )
             self.servers.append(server)
         if self.admin is not None:
