@@ -9,7 +9,8 @@ request goes on, with the headers an enforcing route would have sent.
 
 A key the table cannot place (every slot of its probe window held by live keys) follows the
 limit's ``on_full``: ``fail_open`` admits without headers, ``fail_closed`` answers 503 with
-``Retry-After``. Both are counted by the table, and the first of each limit is logged.
+``Retry-After``. Both are counted by the table, and the first of each limit is logged (once per
+limit in each worker, whichever of the limit's routes met it).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ log = logging.getLogger("fastproxy.ratelimit")
 class RateLimitStage:
     name = "rate_limit"
 
-    __slots__ = ("_full_logged", "_prefix", "burst", "interval_ns", "route", "spec", "table")
+    __slots__ = ("_prefix", "burst", "interval_ns", "route", "spec", "table")
 
     def __init__(self, spec: RateLimitSpec, table: Table, route: str) -> None:
         self.spec = spec
@@ -43,7 +44,6 @@ class RateLimitStage:
         self.interval_ns = spec.limit.interval_ns
         self.burst = spec.limit.burst
         self._prefix = table_key(spec.name, b"")  # the key is this plus the value
-        self._full_logged = False
 
     def check(self, ctx: RequestContext) -> Decision:
         status, remaining, reset_ns, retry_ns = self.table.decide(
@@ -66,8 +66,8 @@ class RateLimitStage:
             # would have sent (Retry-After belongs to the 429 only).
             ctx.response_headers += b"".join(b"%s: %s\r\n" % pair for pair in headers[:3])
             return Rejection(429, "rate_limited", headers)
-        if not self._full_logged:
-            self._full_logged = True
+        if not self.spec.full_log.logged:
+            self.spec.full_log.logged = True
             log.warning(
                 "rate limit %s: the table has no free slot for a key (--ratelimit-slots); %s",
                 self.spec.name,
@@ -82,14 +82,19 @@ class RateLimitStage:
     def _value(self, ctx: RequestContext) -> bytes:
         key = self.spec.key
         if key == "principal":
-            return b"%s|%s" % ((ctx.auth or "").encode(), (ctx.principal or "").encode())
+            return _caller(ctx)
         if key == "ip":
-            return ctx.client_ip.encode()
+            ip = ctx.client_ip
+            if ip[:7] == "::ffff:" and ":" not in ip[7:]:
+                # An IPv4 client seen through a dual-stack listener (the form the socket gives)
+                # is its IPv4 address, as for the IP rules: one bucket however it connects.
+                ip = ip[7:]
+            return ip.encode()
         if key == "api_key":
             auth = ctx.auth or ""
             if auth.startswith("api_key:"):
                 return auth.encode()
-            return b"%s|%s" % (auth.encode(), (ctx.principal or "").encode())
+            return _caller(ctx)
         if key == "route":
             return self.route.encode()
         header = self.spec.header
@@ -97,3 +102,12 @@ class RateLimitStage:
             if name.lower() == header:
                 return value
         return b""
+
+
+def _caller(ctx: RequestContext) -> bytes:
+    """How the request authenticated and as whom, as one value that no other pair spells.
+
+    The method's length leads: an issuer name and an API key id may both contain any separator.
+    """
+    method = (ctx.auth or "").encode()
+    return b"%d:%s%s" % (len(method), method, (ctx.principal or "").encode())
