@@ -59,6 +59,9 @@ _HEAD = 1  # a request head is arriving: 408
 _BODY = 2  # a request body is arriving: 408
 _SEND = 3  # the client does not read its response: close
 
+# Seconds an idle keep-alive connection is left open at a graceful stop (see close_if_idle).
+DRAIN = 1.0
+
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -564,14 +567,18 @@ class ClientConnection(asyncio.Protocol):
             else:
                 transport.close()
 
-    def close_if_idle(self) -> None:
-        """Graceful stop: close now if idle between requests, otherwise after the current answer.
+    def close_if_idle(self, drain: float = DRAIN) -> None:
+        """Graceful stop: answer what is under way, then close; an idle connection gets ``drain``.
 
-        A connection that has not sent its first request yet is not idle: it was accepted just
-        before the listener closed, and its request is answered (header_timeout still applies).
+        Closing an idle keep-alive connection at once races with the request its client may be
+        sending at that moment, which would then fail with a reset. Instead its next request (if
+        it comes within ``drain`` seconds) is answered with ``Connection: close``, and the sweep
+        closes it when ``drain`` runs out. A connection that has not sent its first request yet is
+        not idle: it was accepted just before the listener closed, and its request is answered
+        (header_timeout still applies).
         """
         self.closing = True
         if self.active is not None:
             self.active.keep_alive = False
         elif self.reading is None and not self.parser.in_head and self.requests:
-            self._close()
+            self._set_deadline(_IDLE, min(drain, max(0.0, self.deadline - self.state.now)))
