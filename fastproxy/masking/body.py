@@ -46,7 +46,7 @@ def mask_document(tree: PathNode, replacement: Any, body: bytes) -> tuple[bytes,
         return body, 0
     try:
         document = _decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # the latter: a string not in UTF-8
         raise InvalidJson(str(exc)) from None
     except RecursionError:
         # Valid JSON nested deeper than the interpreter's recursion limit (about 1000 levels):
