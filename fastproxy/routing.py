@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from fastproxy.config.model import Upstream
     from fastproxy.config.schema import RouteSettings
+    from fastproxy.masking import CompiledMask
     from fastproxy.policy import Stage
 
 __all__ = ["Route", "Router", "compile_pattern"]
@@ -40,6 +41,8 @@ class Route:
     # The client's credentials (Authorization, the API key header), which the parser took out of
     # the headers, go upstream as they came: a public route has no stage that consumes them.
     forward_credentials: bool = False
+    # The route's [masks.*], compiled; applied to responses unless the caller's role is exempt.
+    mask: CompiledMask | None = None
 
     @property
     def shadow(self) -> bool:

@@ -18,6 +18,7 @@ import msgspec
 from fastproxy.config.model import Config, Upstream
 from fastproxy.config.schema import FileConfig, RouteSettings
 from fastproxy.identity.issuers import compile_identity
+from fastproxy.masking import CompiledMask, MaskConfigError, compile_mask
 from fastproxy.net import Address, parse_address, parse_networks, parse_upstream_url
 from fastproxy.ratelimit.policy import IDENTITY_KEYS, compile_rate_limits
 from fastproxy.routing import Route, Router, check_method, compile_pattern
@@ -243,6 +244,13 @@ def _compile(file: FileConfig, path: str | None, errors: _Errors, warnings: tupl
             errors.add("server.tls_cert", str(exc))
 
     identity = compile_identity(file.identity, errors.add)
+    masks = {}
+    for name, mask_settings in file.masks.items():
+        try:
+            masks[name] = compile_mask(name, mask_settings)
+        except MaskConfigError as exc:
+            for key, problem in exc.errors:
+                errors.add(f"masks.{name}.{key}", problem)
     rate_limits = compile_rate_limits(
         file.rate_limits, identity.api_key_header if identity.api_keys is not None else None, errors.add
     )
@@ -266,7 +274,7 @@ def _compile(file: FileConfig, path: str | None, errors: _Errors, warnings: tupl
     routes = []
     seen: set[str] = set()
     for index, settings in enumerate(file.routes):
-        route = _compile_route(index, settings, file, upstreams, errors)
+        route = _compile_route(index, settings, file, upstreams, masks, errors)
         if settings.name in seen:
             errors.add(f"routes[{index}].name", f"route name {settings.name!r} is used twice")
         seen.add(settings.name)
@@ -302,16 +310,12 @@ def _compile(file: FileConfig, path: str | None, errors: _Errors, warnings: tupl
     )
 
 
-# Route keys whose stages arrive with later releases; a route that uses one is refused rather
-# than served without the check it asks for.
-_NOT_YET = ("mask",)
-
-
 def _compile_route(
     index: int,
     settings: RouteSettings,
     file: FileConfig,
     upstreams: Mapping[str, Upstream],
+    masks: Mapping[str, CompiledMask],
     errors: _Errors,
 ) -> Route | None:
     key = f"routes[{index}]"
@@ -370,20 +374,14 @@ def _compile_route(
     if settings.mask is not None and settings.mask not in file.masks:
         errors.add(f"{key}.mask", f"no [masks.{settings.mask}]")
         ok = False
+    elif settings.mask is not None and settings.mask not in masks:
+        ok = False  # the mask itself is wrong, and said so
     for name in ("allow_ips", "deny_ips"):
         try:
             parse_networks(getattr(settings, name))
         except ValueError as exc:
             errors.add(f"{key}.{name}", str(exc))
             ok = False
-    if ok:
-        for name in _NOT_YET:
-            if getattr(settings, name):
-                errors.add(
-                    f"{key}.{name}",
-                    "not available in this release yet (this route would not be enforced)",
-                )
-                ok = False
     if not ok:
         return None
     assert upstream is not None
@@ -396,4 +394,5 @@ def _compile_route(
         settings,
         # A route with identity: its authentication stage forwards them when asked to.
         forward_credentials=settings.public,
+        mask=masks.get(settings.mask) if settings.mask is not None else None,
     )

@@ -34,6 +34,7 @@ from typing import cast
 from fastproxy.http.errors import ProtocolError, error_response
 from fastproxy.http.forward import LAST_CHUNK, chunk, client_address, upstream_request_head
 from fastproxy.http.request import RequestHead, RequestParser
+from fastproxy.masking import CompiledMask
 from fastproxy.net import in_networks
 from fastproxy.policy import Rejection, RequestContext, run_stages
 from fastproxy.routing import Route
@@ -75,6 +76,9 @@ class Exchange:
         "discard",
         "head",
         "keep_alive",
+        "mask",
+        "mask_skipped",
+        "masked",
         "pending_body",
         "request_done",
         "request_id",
@@ -103,6 +107,9 @@ class Exchange:
         self.response_started = False
         self.response_done = False
         self.response_extra = b""  # header lines the stages add to the upstream's response
+        self.mask: CompiledMask | None = None  # the route's, unless the caller is exempt
+        self.masked = 0  # values replaced, for the audit record
+        self.mask_skipped = ""  # why a masked route's response went out unmasked
         self.discard = False  # the rest of the request body is read and dropped
         self.retried = False
         self.status = 0
@@ -296,7 +303,11 @@ class ClientConnection(asyncio.Protocol):
             if ctx.would_deny is not None:
                 self._log_shadow(exchange, ctx)
             exchange.response_extra = ctx.response_headers
+            if route.mask is not None and route.mask.applies_to(ctx.roles):
+                exchange.mask = route.mask
             extra = ctx.upstream_headers
+        elif route.mask is not None:
+            exchange.mask = route.mask  # a public route: no role to be exempt by
         if route.forward_credentials and (head.authorization is not None or head.api_key is not None):
             extra = [*extra, *self._credentials(head)]
         self._forward(exchange, route, extra)
@@ -319,6 +330,8 @@ class ClientConnection(asyncio.Protocol):
         if ctx.would_deny is not None:
             self._log_shadow(exchange, ctx)
         exchange.response_extra = ctx.response_headers
+        if route.mask is not None and route.mask.applies_to(ctx.roles):
+            exchange.mask = route.mask
         extra = ctx.upstream_headers
         if route.forward_credentials:
             extra = [*extra, *self._credentials(exchange.head)]

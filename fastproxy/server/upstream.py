@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from fastproxy.config.model import Upstream
-from fastproxy.http.forward import LAST_CHUNK
-from fastproxy.http.response import Framing, response_head
+from fastproxy.http.forward import LAST_CHUNK, chunk
+from fastproxy.http.response import Framing, head_field, response_head, with_length
+from fastproxy.masking import MASK, REFUSE, TOO_LARGE, CompiledMask
 from fastproxy.server.state import INF, WorkerState
 
 if TYPE_CHECKING:
@@ -43,6 +44,22 @@ log = logging.getLogger("fastproxy.upstream")
 
 _WRITE_HIGH_WATER = 256 * 1024
 _MAX_HEAD = 65536  # bytes of response head accepted from an upstream
+
+
+class _Refused(Exception):
+    """Raised from a parser callback: the response cannot be masked and its mask says refuse."""
+
+
+class _Masking:
+    """A response being buffered to be masked: the client head waits for the new length."""
+
+    __slots__ = ("head", "mask", "pieces", "size")
+
+    def __init__(self, mask: CompiledMask, head: bytes) -> None:
+        self.mask = mask
+        self.head = head
+        self.pieces: list[bytes] = []
+        self.size = 0
 
 
 class UpstreamError(Exception):
@@ -130,6 +147,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.complete = False
         self.until_close = False
         self.junk = False
+        self.masking: _Masking | None = None
+        self.refused = ""  # why an unmaskable response is refused (see _Refused)
         # llhttp forgets keep-alive once on_message_complete returns: remember it there.
         self.keep_alive = False
 
@@ -197,7 +216,11 @@ class UpstreamConnection(asyncio.Protocol):
         if self.started:
             if self.until_close:
                 # The body was delimited by the close: it is complete now.
-                if self.framing == Framing.CHUNKED:
+                if self.masking is not None:
+                    if not self._finish_masking(exchange):
+                        self._refuse(exchange)
+                        return
+                elif self.framing == Framing.CHUNKED:
                     self.out.append(LAST_CHUNK)
                 self._flush(exchange)
                 exchange.conn.response_end(exchange)
@@ -237,6 +260,11 @@ class UpstreamConnection(asyncio.Protocol):
                 return
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            if not self.refused:
+                raise
+            self._refuse(exchange)
+            return
         except httptools.HttpParserError as exc:
             log.warning("upstream %s: malformed response: %s", self.pool.upstream.name, exc)
             self.abort()
@@ -284,9 +312,24 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_buf = b""
         self.framing = framing
         self.until_close = framing != Framing.NONE and length == -1 and not chunked
-        self.out.append(client_head)
         self.started = True
         exchange.status = status
+        if exchange.mask is not None and framing != Framing.NONE:
+            raw = buf[:end]
+            verdict = exchange.mask.plan(
+                head_field(raw, b"content-type"),
+                length if length >= 0 and not chunked else None,
+                head_field(raw, b"content-encoding"),
+            )
+            if verdict.action == MASK:
+                # The head goes out with the masked body, once its length is known.
+                self.masking = _Masking(exchange.mask, client_head)
+                return
+            if verdict.action == REFUSE:
+                self.refused = verdict.reason or ""
+                raise _Refused
+            exchange.mask_skipped = verdict.reason or ""
+        self.out.append(client_head)
         exchange.response_started = True
         if framing == Framing.NONE:
             self.keep_alive = self.parser.should_keep_alive()
@@ -297,6 +340,17 @@ class UpstreamConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self.complete:
             self.junk = True
+            return
+        masking = self.masking
+        if masking is not None:
+            masking.pieces.append(body)
+            masking.size += len(body)
+            if masking.size > masking.mask.max_bytes:
+                verdict = masking.mask.unmaskable(TOO_LARGE)
+                if verdict.action == REFUSE:
+                    self.refused = TOO_LARGE
+                    raise _Refused
+                self._stop_masking(TOO_LARGE)
             return
         if self.framing == Framing.CHUNKED:
             self.out.append(b"%x\r\n%s\r\n" % (len(body), body))
@@ -309,12 +363,61 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.complete:
             return
-        if self.framing == Framing.CHUNKED:
+        if self.masking is not None:
+            exchange = self.exchange
+            assert exchange is not None
+            if not self._finish_masking(exchange):
+                raise _Refused
+        elif self.framing == Framing.CHUNKED:
             self.out.append(LAST_CHUNK)
         self.keep_alive = self.parser.should_keep_alive()
         self.complete = True
 
     # -- internals ----------------------------------------------------------------------------------
+
+    def _stop_masking(self, reason: str) -> None:
+        """Too large to mask, and its mask says pass: send what was held, then stream the rest."""
+        masking = self.masking
+        exchange = self.exchange
+        assert masking is not None and exchange is not None
+        self.masking = None
+        exchange.mask_skipped = reason
+        exchange.response_started = True
+        out = self.out
+        out.append(masking.head)
+        chunked = self.framing == Framing.CHUNKED
+        for piece in masking.pieces:
+            out.append(chunk(piece) if chunked else piece)
+
+    def _finish_masking(self, exchange: Exchange) -> bool:
+        """Mask the whole body and queue head and body; False when the mask refuses it."""
+        masking = self.masking
+        assert masking is not None
+        self.masking = None
+        verdict, body, count = masking.mask.apply(b"".join(masking.pieces))
+        if verdict.action == REFUSE:
+            self.refused = verdict.reason or ""
+            return False
+        if verdict.action == MASK:
+            exchange.masked = count
+        else:
+            exchange.mask_skipped = verdict.reason or ""
+        self.out.append(with_length(masking.head, len(body)))
+        self.out.append(body)
+        exchange.response_started = True
+        return True
+
+    def _refuse(self, exchange: Exchange) -> None:
+        """The response could not be masked and its mask refuses it: 502, connection dropped."""
+        log.warning(
+            "request %s: response refused: cannot mask it (%s)", exchange.request_id.decode(), self.refused
+        )
+        reason = "unmaskable:" + self.refused
+        self.masking = None
+        self.refused = ""
+        self.out.clear()
+        self.abort()
+        exchange.conn.upstream_failed(exchange, 502, reason)
 
     def _flush(self, exchange: Exchange) -> None:
         out = self.out
@@ -334,6 +437,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.framing == Framing.NONE and exchange.head.method == "HEAD":
             self.parser = httptools.HttpResponseParser(self)
         self.started = self.complete = self.received = self.junk = False
+        self.masking = None
         if reusable:
             self.reused = True
             self.resume_reading()
