@@ -104,6 +104,12 @@ jwks_file = "jwks.json"          # the public half of signing-key.pem, next to t
 header = "x-api-key"
 keys = [ {{ id = "ci-bot", sha256 = "{api_key_sha256}", roles = ["reader"] }} ]
 
+[rate_limits.per-ip]
+key = "ip"                       # principal | ip | api_key | route | header:<name>
+rate = 2                         # 2 requests per `per` seconds, sustained
+per = 1.0
+burst = 3                        # 3 more at once: 4 in a row, then 429 until a token is back
+
 [[routes]]
 name = "orders"                  # a JWT or an API key, with the reader or admin role
 path = "/api/orders/*"
@@ -142,6 +148,13 @@ upstream = "demo"
 identity = ["jwt:demo", "api_key"]
 roles_any = ["admin"]
 mode = "shadow"
+
+[[routes]]
+name = "limited"                 # public, at most 2/s per client address (burst 3)
+path = "/api/limited/*"
+upstream = "demo"
+public = true
+rate_limit = "per-ip"
 
 [[routes]]
 name = "hello"
@@ -247,6 +260,11 @@ Identity (keys and tokens made for this run, in {workdir}):
       --aud {AUDIENCE} --iss {ISSUER}                    # mint your own
   curl -s http://127.0.0.1:{admin_port}/readyz
   kill -HUP {proxy.pid}                       # reload the config without dropping a connection
+
+Rate limits (2/s per client address and burst 3: 4 at once, then 429; both workers share one table):
+  curl -i {base}/api/limited/x                 # 200 with RateLimit-Limit, -Remaining, -Reset
+  for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}}\\n' {base}/api/limited/x; done
+  curl -i {base}/api/limited/x                 # 429 with Retry-After, until a request is due again
 
 Ctrl-C stops the demo.""",
             flush=True,

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from email.message import Message
 from pathlib import Path
 
 import orjson
@@ -61,6 +62,7 @@ def test_demo_serves_and_stops_on_ctrl_c() -> None:
             assert exc.code == 404
             exc.close()
         _check_identity(text, port)
+        _check_rate_limit(text, port)
         # Ctrl-C reaches the whole foreground process group.
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=15) == 0
@@ -78,14 +80,19 @@ def _printed(text: str, name: str) -> str:
     return match.group(1)
 
 
-def _status(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+def _answer(url: str, headers: dict[str, str]) -> tuple[int, bytes, Message]:
     request = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, response.read()
+            return response.status, response.read(), response.headers
     except urllib.error.HTTPError as exc:
         with exc:
-            return exc.code, exc.read()
+            return exc.code, exc.read(), exc.headers
+
+
+def _status(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    status, body, _ = _answer(url, headers)
+    return status, body
 
 
 def _check_identity(text: str, port: int) -> None:
@@ -113,3 +120,24 @@ def _check_identity(text: str, port: int) -> None:
     assert _status(f"{base}/api/admin/7", admin)[0] == 200
     assert _status(f"{base}/api/internal/x", {})[0] == 403
     assert _status(f"{base}/api/reports/1", key)[0] == 200
+
+
+def _check_rate_limit(text: str, port: int) -> None:
+    """The rate-limited route: 2/s per address with a burst of 3, so a quick run of requests meets a 429."""
+    url = f"http://127.0.0.1:{port}/api/limited/x"
+    assert f"curl -i {url}" in text
+    assert f"for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}}\\n' {url}; done" in text
+    statuses = []
+    while 429 not in statuses:
+        assert len(statuses) < 20, statuses  # 2/s cannot keep up with requests sent back to back
+        status, body, headers = _answer(url, {})
+        statuses.append(status)
+        assert headers["RateLimit-Limit"] == "4"
+        if status == 200:
+            assert int(headers["RateLimit-Remaining"]) >= 0
+            assert headers["Retry-After"] is None
+    # The first four at least were the burst; the 429 is the JSON error with the fields.
+    assert statuses[:4] == [200] * 4 and statuses[-1] == 429, statuses
+    assert orjson.loads(body)["error"] == "rate_limited"
+    assert headers["RateLimit-Remaining"] == "0"
+    assert int(headers["Retry-After"]) >= 1
