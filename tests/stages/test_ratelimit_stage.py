@@ -1,8 +1,9 @@
 """The rate-limit stage against a real (small) shared table: what each key kind counts by, the headers of
 an admitted request and of a 429, shadow mode, a full table, and where PolicyRuntime attaches the stage.
 
-The stage reads the real monotonic clock, so the limits here are slow (one request per 10 s or more)
-and the header values are exact as long as consecutive calls are less than a second apart.
+Header values are checked on the table's own arithmetic at a clock the test sets (:class:`AtClock` hands
+the stage a table whose ``decide`` is ``decide_at``), so they are exact however loaded the machine is;
+the other tests use the real clock with limits slow enough (one per hour) that it never matters.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -35,6 +37,25 @@ def spec(
 ) -> RateLimitSpec:
     kind, _, header = key.partition(":")
     return RateLimitSpec(name, kind, header.lower().encode() or None, limit, fail_open)
+
+
+S = 1_000_000_000
+
+
+class AtClock:
+    """The real table, deciding at ``now`` (nanoseconds) instead of the monotonic clock."""
+
+    def __init__(self, table: Table, now: int = 1_000 * S) -> None:
+        self.table = table
+        self.now = now
+
+    def decide(self, key: bytes, interval_ns: int, burst: int) -> tuple[int, int, int, int]:
+        return self.table.decide_at(self.now, key, interval_ns, burst)
+
+
+def clocked(key: str = "ip", limit: Limit = SLOW, **kwargs: Any) -> tuple[RateLimitStage, AtClock]:
+    clock = AtClock(new_table(64))
+    return RateLimitStage(spec(key, limit, **kwargs), cast(Table, clock), "r"), clock
 
 
 def stage(
@@ -181,7 +202,7 @@ def test_limits_sharing_a_table_and_a_value_do_not_share_a_bucket() -> None:
 
 
 def test_admitted_requests_carry_the_ratelimit_fields_exactly() -> None:
-    found = stage("ip", Limit.from_rate(1, per=10, burst=2))  # limit 3, one back every 10 s
+    found, _ = clocked("ip", Limit.from_rate(1, per=10, burst=2))  # limit 3, one back every 10 s
     expected = [
         b"RateLimit-Limit: 3\r\nRateLimit-Remaining: 2\r\nRateLimit-Reset: 10\r\n",
         b"RateLimit-Limit: 3\r\nRateLimit-Remaining: 1\r\nRateLimit-Reset: 20\r\n",
@@ -195,7 +216,7 @@ def test_admitted_requests_carry_the_ratelimit_fields_exactly() -> None:
 
 
 def test_a_limited_request_is_a_429_with_the_four_headers() -> None:
-    found = stage("ip", Limit.from_rate(1, per=10, burst=2))
+    found, clock = clocked("ip", Limit.from_rate(1, per=10, burst=2))
     for _ in range(3):
         assert found.check(context()) is None
     decision = found.check(context())
@@ -208,11 +229,35 @@ def test_a_limited_request_is_a_429_with_the_four_headers() -> None:
         (b"Retry-After", b"10"),
     )
     # A refused request spends nothing: the next one is told the same.
-    assert found.check(context()).headers == decision.headers  # type: ignore[union-attr]
+    assert headers_of(found.check(context())) == dict(decision.headers)
+    # Seconds are rounded up: 0.5 s later the answer is still 10 s (9.5) and 30 s (29.5) ...
+    clock.now += S // 2
+    assert headers_of(found.check(context()))[b"Retry-After"] == b"10"
+    assert headers_of(found.check(context()))[b"RateLimit-Reset"] == b"30"
+    # ... and once Retry-After has passed, the request is admitted.
+    clock.now += 9 * S + S // 2 - 1
+    assert headers_of(found.check(context()))[b"Retry-After"] == b"1"
+    clock.now += 1
+    ctx = context()
+    assert found.check(ctx) is None
+    assert ctx.response_headers.endswith(b"RateLimit-Remaining: 0\r\nRateLimit-Reset: 30\r\n")
+
+
+def test_a_long_idle_fills_the_bucket_and_no_more() -> None:
+    found, clock = clocked("ip", Limit.from_rate(1, per=10, burst=2))
+    for _ in range(3):
+        assert found.check(context()) is None
+    clock.now += 3600 * S
+    ctx = context()
+    assert found.check(ctx) is None
+    assert ctx.response_headers == b"RateLimit-Limit: 3\r\nRateLimit-Remaining: 2\r\nRateLimit-Reset: 10\r\n"
+    assert found.check(context()) is None
+    assert found.check(context()) is None
+    assert isinstance(found.check(context()), Rejection)
 
 
 def test_retry_after_is_at_least_one_second() -> None:
-    found = stage("ip", Limit.from_rate(100, per=1))  # one per 10 ms
+    found, _ = clocked("ip", Limit.from_rate(100, per=1))  # one per 10 ms
     assert found.check(context()) is None
     headers = headers_of(found.check(context()))
     assert headers[b"Retry-After"] == b"1"
@@ -229,17 +274,16 @@ def test_enforce_mode_answers_the_429_from_run_stages() -> None:
 
 
 def test_shadow_mode_records_the_would_be_429_and_sends_the_fields_without_retry_after() -> None:
-    found = stage("ip", Limit.from_rate(1, per=10, burst=1))
+    found, _ = clocked("ip", Limit.from_rate(1, per=10, burst=1))
     first, second, third = context(), context(), context()
     assert run_stages((found,), first, shadow=True) is None
     assert run_stages((found,), second, shadow=True) is None
     assert first.would_deny is None and second.would_deny is None
     assert run_stages((found,), third, shadow=True) is None
     assert third.would_deny == "rate_limited"
-    assert third.response_headers == (
-        b"RateLimit-Limit: 2\r\nRateLimit-Remaining: 0\r\nRateLimit-Reset: 20\r\n"
+    assert (
+        third.response_headers == b"RateLimit-Limit: 2\r\nRateLimit-Remaining: 0\r\nRateLimit-Reset: 20\r\n"
     )
-    assert b"Retry-After" not in third.response_headers
     # Shadow mode spends no budget on what it would have refused.
     again = context()
     assert run_stages((found,), again, shadow=True) is None
