@@ -69,6 +69,7 @@ def config(upstream: str) -> str:
         },
         {"name": "shadow", "path": "/shadow/*", "public": True, "rate_limit": "watch", "mode": "shadow"},
         {"name": "ip", "path": "/ip/*", "public": True, "rate_limit": "per-ip"},
+        {"name": "masked", "path": "/masked/*", "public": True, "rate_limit": "small", "mask": "target"},
         {"name": "free", "path": "/free/*", "public": True},
     )
     return f"""
@@ -112,6 +113,9 @@ per = 60
 key = "ip"
 rate = 1
 per = 60
+
+[masks.target]
+fields = ["target"]
 
 {route_text}
 """
@@ -284,6 +288,18 @@ def test_a_head_request_is_limited_alike(env: Env) -> None:
         refused = connection.request("HEAD", "/limited/x", [("X-Client", client)])
         assert refused.status == 429 and refused.body == b""
         assert refused.header("Retry-After") is not None
+
+
+def test_a_masked_response_keeps_the_fields(env: Env) -> None:
+    client = new_client()
+    with env.proxy.client() as connection:
+        for remaining in (2, 1, 0):
+            response = connection.request("GET", "/masked/x", [("X-Client", client)])
+            assert response.status == 200, response.body
+            assert response.json()["target"] == "***"
+            assert response.header("Content-Length") == str(len(response.body))
+            assert ratelimit_fields(response)[:2] == (3, remaining)
+        assert_error(connection.request("GET", "/masked/x", [("X-Client", client)]), 429, "rate_limited")
 
 
 def test_a_route_without_a_limit_carries_no_fields(env: Env) -> None:
