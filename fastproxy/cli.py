@@ -1,4 +1,4 @@
-"""The ``fastproxy`` command: run, check, demo, token, hash-key.
+"""The ``fastproxy`` command: run, check, demo, audit verify, token, hash-key.
 
 Exit statuses: 0 success; 1 a runtime failure (cannot listen, ...); 2 a usage or configuration
 error (argparse's own convention); 3 workers could not boot.
@@ -37,6 +37,16 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="a self-contained demo with a built-in upstream")
     demo.add_argument("--port", type=int, default=8080, help="proxy port (default 8080)")
+
+    audit = commands.add_parser("audit", help="audit file tools")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    verify = audit_commands.add_parser(
+        "verify", help="check hash chain, sequence and gap records; exit 0, or 1 at the first bad line"
+    )
+    verify.add_argument("paths", nargs="+", metavar="PATH", help="audit files, rotated ones first, in order")
+    verify.add_argument(
+        "--head", metavar="HASH", help="the hash the chain must end with (detects records removed at the end)"
+    )
 
     token = commands.add_parser("token", help="mint a signed JWT (for tests, demos and load tests)")
     token.add_argument("--key", metavar="PEM", required=True, help="private key file (RSA, EC or Ed25519)")
@@ -104,6 +114,21 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.port)
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from fastproxy.audit.verify import VerifyError, verify_files
+
+    try:
+        summary = verify_files(args.paths, head=args.head)
+    except VerifyError as exc:
+        print(f"fastproxy audit verify: {exc}")
+        return 1
+    except OSError as exc:
+        print(f"fastproxy audit verify: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(summary)
+    return 0
+
+
 def _token(args: argparse.Namespace) -> int:
     from fastproxy.identity.mint import mint
 
@@ -153,6 +178,7 @@ _COMMANDS: dict[str, Any] = {
     "run": _run,
     "check": _check,
     "demo": _demo,
+    "audit": _audit,
     "token": _token,
     "hash-key": _hash_key,
 }

@@ -1,0 +1,99 @@
+"""Messages between a worker's :class:`~fastproxy.audit.client.AuditClient` and the writer (sans-I/O).
+
+The transport is a Unix SOCK_SEQPACKET connection, so every message arrives whole and alone. The
+first byte says what it is; integers are little-endian.
+
+worker → writer
+    ``H`` slot:u32 worker:u64 pid:u64 boot:ascii — hello, first message of every connection.
+    ``B`` first:u64 last:u64 records — a batch: encoded records (compact JSON objects, which never
+    contain a raw newline) joined by ``\\n``, covering seqs ``first`` … ``last`` of the stream in
+    order (a gap record covers several).
+writer → worker
+    ``W`` written:u64 — welcome: the last seq of this stream already in the file (0: none). The
+    worker forgets the batches that covers and sends the rest, in order, then new ones.
+    ``A`` seq:u64 — acknowledged: every record up to ``seq`` is written (and fdatasync'ed when
+    ``fsync = true``).
+    ``F`` — flush: the writer is stopping; send what you hold now without waiting for the timer.
+"""
+
+from __future__ import annotations
+
+import struct
+
+__all__ = [
+    "ACK",
+    "BATCH",
+    "FLUSH",
+    "HELLO",
+    "MSG_CAP",
+    "MSG_TARGET",
+    "WELCOME",
+    "ProtocolError",
+    "decode_batch",
+    "decode_hello",
+    "decode_seq",
+    "encode_batch",
+    "encode_hello",
+    "encode_seq",
+]
+
+HELLO, BATCH, WELCOME, ACK, FLUSH = b"H", b"B", b"W", b"A", b"F"
+
+# A batch is closed once its records reach MSG_TARGET bytes, so with records of at most
+# record.RECORD_MAX bytes no message exceeds ~190 KiB: under the default Unix socket send buffer
+# (SOCK_SEQPACKET refuses a message larger than it) and under MSG_CAP, what the writer reads at once.
+MSG_TARGET = 128 * 1024
+MSG_CAP = 256 * 1024
+
+_HELLO = struct.Struct("<IQQ")
+_BATCH = struct.Struct("<QQ")
+_SEQ = struct.Struct("<Q")
+
+
+class ProtocolError(ValueError):
+    pass
+
+
+def encode_hello(slot: int, worker: int, pid: int, boot: str) -> bytes:
+    return HELLO + _HELLO.pack(slot, worker, pid) + boot.encode("ascii")
+
+
+def decode_hello(message: bytes) -> tuple[int, int, int, str]:
+    if message[:1] != HELLO or len(message) <= 1 + _HELLO.size:
+        raise ProtocolError("expected a hello")
+    slot, worker, pid = _HELLO.unpack_from(message, 1)
+    try:
+        boot = message[1 + _HELLO.size :].decode("ascii")
+    except UnicodeDecodeError:
+        raise ProtocolError("boot id is not ASCII") from None
+    return slot, worker, pid, boot
+
+
+def encode_batch(first: int, last: int, records: list[bytes]) -> bytes:
+    return b"%s%s%s" % (BATCH, _BATCH.pack(first, last), b"\n".join(records))
+
+
+def decode_batch(message: bytes) -> tuple[int, int, list[bytes]]:
+    """(first seq, last seq, records); ProtocolError when it is not a well-formed batch."""
+    if message[:1] != BATCH or len(message) <= 1 + _BATCH.size:
+        raise ProtocolError("expected a batch")
+    first, last = _BATCH.unpack_from(message, 1)
+    records = message[1 + _BATCH.size :].split(b"\n")
+    if not 0 < first <= last or last - first + 1 < len(records):
+        raise ProtocolError("batch seqs do not cover its records")
+    for record in records:
+        # The chain appends members before the closing brace: each must be a non-empty object.
+        if len(record) < 3 or record[:2] != b'{"' or record[-1:] != b"}":
+            raise ProtocolError("batch holds something that is not a JSON object")
+    return first, last, records
+
+
+def encode_seq(kind: bytes, seq: int) -> bytes:
+    return kind + _SEQ.pack(seq)
+
+
+def decode_seq(message: bytes) -> int:
+    if len(message) != 1 + _SEQ.size:
+        raise ProtocolError("bad acknowledgement")
+    value: int = _SEQ.unpack_from(message, 1)[0]
+    return value
