@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-The body is decoded into plain Python values, the compiled path tree (:mod:`.paths`) replaces the
-values it names in place, and the document is encoded again -- only when something was replaced.
+The body is decoded into plain Python values, the walker compiled from the mask's paths
+(:mod:`.paths`) replaces the values they name in place, and the document is encoded again -- only
+when something was replaced.
 When nothing matched, the caller gets the very bytes it passed in, so a response that holds no
 masked field costs one parse and no encoding, and passes byte for byte.
 
@@ -24,7 +25,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from fastproxy.masking.paths import PathNode, replace_matches
+from fastproxy.masking.paths import Walker
 
 __all__ = ["InvalidJson", "mask_document"]
 
@@ -37,7 +38,7 @@ class InvalidJson(ValueError):
     """The body is not one well-formed JSON document (UTF-8, no trailing data)."""
 
 
-def mask_document(tree: PathNode, replacement: Any, body: bytes) -> tuple[bytes, int]:
+def mask_document(walk: Walker, replacement: Any, body: bytes) -> tuple[bytes, int]:
     """``(body', replaced)``: ``body`` itself when nothing matched; raises :class:`InvalidJson`.
 
     An empty body is not JSON, but there is nothing in it to hide: it comes back as it is, with 0.
@@ -52,7 +53,7 @@ def mask_document(tree: PathNode, replacement: Any, body: bytes) -> tuple[bytes,
         # Valid JSON nested deeper than the interpreter's recursion limit (about 1000 levels):
         # refused like malformed JSON, as most clients' parsers would refuse it too.
         raise InvalidJson("nested too deeply") from None
-    replaced = replace_matches(tree, document, replacement)
+    replaced = walk(document, replacement)
     if not replaced:
         return body, 0
     try:

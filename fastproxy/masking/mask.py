@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from fastproxy.masking.body import InvalidJson, mask_document
-from fastproxy.masking.paths import Segment, compile_paths, parse_path
+from fastproxy.masking.paths import Segment, compile_paths, compile_walker, parse_path
 
 if TYPE_CHECKING:
     from fastproxy.config.schema import Mask
@@ -88,8 +88,8 @@ class CompiledMask:
     """One ``[masks.NAME]``, validated and compiled; immutable, shared by every request."""
 
     __slots__ = (
-        "_tree",
         "_unmaskable",
+        "_walk",
         "exempt_roles",
         "fields",
         "max_bytes",
@@ -130,7 +130,7 @@ class CompiledMask:
         self.exempt_roles = frozenset(exempt_roles)
         self.max_bytes = max_bytes
         self.refuse = refuse
-        self._tree = compile_paths(parsed)
+        self._walk = compile_walker(compile_paths(parsed))
         action = REFUSE if refuse else PASS
         self._unmaskable = {reason: Verdict(action, reason) for reason in _REASONS}
 
@@ -176,7 +176,7 @@ class CompiledMask:
         if len(body) > self.max_bytes:
             return self._unmaskable[TOO_LARGE], body, 0
         try:
-            masked, count = mask_document(self._tree, self.replacement, body)
+            masked, count = mask_document(self._walk, self.replacement, body)
         except InvalidJson:
             return self._unmaskable[INVALID_JSON], body, 0
         return _MASK_VERDICT, masked, count
@@ -187,7 +187,7 @@ def mask_body(mask: CompiledMask, body: bytes) -> tuple[bytes, int]:
 
     No size check: that is :meth:`CompiledMask.plan`'s and :meth:`CompiledMask.apply`'s.
     """
-    return mask_document(mask._tree, mask.replacement, body)
+    return mask_document(mask._walk, mask.replacement, body)
 
 
 def compile_mask(name: str, settings: Mask) -> CompiledMask:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
 from random import Random
 from typing import Any
 
 import pytest
 
-from fastproxy.masking.paths import EACH, compile_paths, parse_path, replace_matches
+from fastproxy.masking.paths import EACH, compile_paths, compile_walker, parse_path, replace_matches
 
 
 @pytest.mark.parametrize(
@@ -73,8 +74,12 @@ def test_a_path_that_is_not_a_string() -> None:
 
 
 def _replace(paths: list[str], document: Any) -> tuple[Any, int]:
+    """Both walkers -- the generated one and the generic one -- must agree on every document."""
     tree = compile_paths([parse_path(p) for p in paths])
-    count = replace_matches(tree, document, "X")
+    generic = copy.deepcopy(document)
+    generic_count = replace_matches(tree, generic, "X")
+    count = compile_walker(tree)(document, "X")
+    assert (document, count) == (generic, generic_count)
     return document, count
 
 
@@ -214,5 +219,35 @@ def test_against_a_reference_on_random_documents() -> None:
                 parent = parent[step]
             parent[loc[-1]] = "X"
         tree = compile_paths(parsed)
+        generated = copy.deepcopy(document)
         assert replace_matches(tree, document, "X") == len(outer), paths
         assert document == expected, paths
+        assert compile_walker(tree)(generated, "X") == len(outer), paths
+        assert generated == expected, paths
+
+
+def test_keys_cannot_inject_code() -> None:
+    keys = ["'); raise SystemExit('", '"""', "\\", "\n", "a'b\"c", "{v0}", "\u2028", "\x00"]
+    paths = [f"[{json.dumps(key)}]" for key in keys]
+    parsed = [parse_path(p) for p in paths]
+    assert [segments[0] for segments in parsed] == keys
+    document = dict.fromkeys(keys, 1) | {"other": 2}
+    assert compile_walker(compile_paths(parsed))(document, "X") == len(keys)
+    assert document == dict.fromkeys(keys, "X") | {"other": 2}
+
+
+def test_trees_too_deep_to_compile_fall_back_to_the_generic_walk() -> None:
+    path = "a" + "[*]" * 40 + ".b"
+    walk = compile_walker(compile_paths([parse_path(path)]))
+    assert walk.__code__.co_filename != "<mask paths>"  # the generic walk, not generated code
+    value: Any = {"b": 1}
+    for _ in range(40):
+        value = [value, {"c": 2}]
+    document = {"a": value}
+    assert walk(document, "X") == 1
+    inner = document["a"]
+    for _ in range(40):
+        inner = inner[0]
+    assert inner == {"b": "X"}
+    shallow = compile_walker(compile_paths([parse_path("a" + "[*]" * 10 + ".b")]))
+    assert shallow.__code__.co_filename == "<mask paths>"
