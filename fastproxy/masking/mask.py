@@ -16,6 +16,17 @@ Reason codes: ``not_json`` (no Content-Type, or not ``application/json`` nor ``*
 ``encoded`` (a Content-Encoding other than identity: the proxy does not decompress), ``too_large``
 (over ``max_bytes``), ``invalid_json`` (a JSON media type with a body that is not JSON, or nested
 deeper than the parser goes), ``empty`` (no body bytes: nothing to hide, never refused).
+
+What the caller does with the answers: on MASK it holds the response head until the body is
+complete, then sends the head with ``Content-Length`` set to the length of the bytes ``apply``
+returned (a chunked upstream body becomes a sized one); on PASS it relays the response as it came
+(after an overflow, the head and the bytes buffered so far, then the rest as it streams) and the
+audit record carries the reason; on REFUSE it answers 502 (while the head is still unsent: ``plan``
+and an overflow both come before it is) with the reason in the audit record. Masking never sees a
+response of a caller ``applies_to`` says is exempt, nor one without a body (HEAD, 1xx, 204, 304).
+Two request-side steps keep masking possible, and are the caller's: on a route with a mask, for a
+caller it applies to, ask the upstream for an unencoded body (drop ``Accept-Encoding``, or send
+``identity``) and drop ``Range`` (a partial document is not JSON).
 """
 
 from __future__ import annotations
