@@ -79,9 +79,9 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
         Seconds,
         Meta(description="seconds without a heartbeat before a worker is replaced", extra=CLI),
     ] = 30.0
-    ratelimit_slots: Annotated[PositiveInt, Meta(description="rate-limit table size (slots)", extra=CLI)] = (
-        1048576
-    )
+    ratelimit_slots: Annotated[
+        int, Meta(ge=1, le=2**32, description="rate-limit table size (slots, 16 bytes each)", extra=CLI)
+    ] = 1048576
     tls_cert: Annotated[str | None, Meta(description="PEM certificate chain", extra=CLI)] = None
     tls_key: Annotated[str | None, Meta(description="PEM private key", extra=CLI)] = None
     log_level: Annotated[LogLevel, Meta(description="log verbosity", extra=CLI)] = "info"

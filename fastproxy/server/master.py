@@ -109,8 +109,8 @@ class Master:
         self.config = _with_keys(self.config, None)
         try:
             self._make_ratelimit_table(self.config)
-        except RuntimeError as exc:
-            log.error("%s", exc)
+        except (RuntimeError, ValueError, OSError) as exc:
+            log.error("cannot make the rate-limit table: %s", exc)
             return 1
         try:
             self._bind(self.config)
@@ -327,8 +327,8 @@ class Master:
         config = _with_keys(config, self.config)
         try:
             self._make_ratelimit_table(config)
-        except RuntimeError as exc:
-            log.error("reload refused, keeping the running configuration: %s", exc)
+        except (RuntimeError, ValueError, OSError) as exc:
+            log.error("reload refused, keeping the running configuration: rate-limit table: %s", exc)
             self.notifier.ready()
             return
         try:

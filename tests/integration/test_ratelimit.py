@@ -550,12 +550,6 @@ def test_a_full_table_fails_open_or_closed_per_limit_and_says_so_once(
 # -- a table that cannot be made --------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="master.py: new_table()'s ValueError (slots over 2**32) or OSError (ENOMEM) escapes "
-    "_make_ratelimit_table, which catches only RuntimeError: a traceback instead of one error line; "
-    "and schema.py lets `fastproxy check` accept ratelimit_slots the table refuses",
-)
 def test_an_impossible_table_size_stops_the_start_with_one_line(
     launcher: ProxyLauncher, recorder: RecordingUpstream
 ) -> None:
@@ -568,11 +562,6 @@ def test_an_impossible_table_size_stops_the_start_with_one_line(
     assert "Traceback" not in log, log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="master.py: handle_hup lets new_table()'s ValueError/OSError out (it catches RuntimeError "
-    "only): a reload that adds the first limit with an impossible ratelimit_slots kills the master",
-)
 def test_a_reload_asking_for_an_impossible_table_keeps_serving(
     launcher: ProxyLauncher, recorder: RecordingUpstream
 ) -> None:

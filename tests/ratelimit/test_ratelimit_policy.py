@@ -325,11 +325,6 @@ rate_limit = "missing"
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schema.py: server.ratelimit_slots has no upper bound, so `fastproxy check` passes a size the "
-    "table refuses (more than 2**32 slots) and the master fails at start instead",
-)
 def test_more_slots_than_the_table_takes_is_a_config_error(tmp_path: Path) -> None:
     path = write(tmp_path, 'key = "ip"\nrate = 1', extra="[server]\nratelimit_slots = 5000000000\n")
     (error,) = errors_of(path)
