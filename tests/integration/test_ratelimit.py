@@ -227,7 +227,10 @@ def test_workers_hammering_two_keys_admit_what_one_bucket_would(env: Env) -> Non
         assert set(seen) <= {200, 429}, seen
         admitted = seen[200]
         assert seen[429] > admitted, seen  # the clients did ask for more than the limit
-        assert RATE * elapsed - 1 <= admitted <= RATE * elapsed + BURST + 1, (admitted, elapsed, seen)
+        # Upper bound over everything that could have been decided (elapsed includes the joins);
+        # lower bound over the planned window the clients kept asking in, less a 0.2 s stall
+        # allowance: on a loaded 2-core box a client thread may not run for a moment.
+        assert RATE * (seconds - 0.2) - 1 <= admitted <= RATE * elapsed + BURST + 1, (admitted, elapsed, seen)
         # What was refused never reached the upstream.
         assert forwarded(env, key) == admitted
     # Several workers decided for the same keys: their connections were spread.
