@@ -62,6 +62,18 @@ class _Masking:
         self.size = 0
 
 
+def _held_head(masking: _Masking, exchange: Exchange) -> bytes:
+    """The held client head as it goes out: told to close if the exchange became the last meanwhile.
+
+    A graceful stop or the client's half-close can end keep-alive after the head was made (its
+    ``Connection: close`` depends on it); a head sent at once cannot say so, a held one can.
+    """
+    head = masking.head
+    if not exchange.keep_alive and b"\r\nConnection: close\r\n" not in head:
+        head = head[:-2] + b"Connection: close\r\n\r\n"
+    return head
+
+
 class UpstreamError(Exception):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -224,6 +236,10 @@ class UpstreamConnection(asyncio.Protocol):
                     self.out.append(LAST_CHUNK)
                 self._flush(exchange)
                 exchange.conn.response_end(exchange)
+            elif self.masking is not None:
+                # The head is held with the body being masked: the client has seen nothing yet.
+                self.masking = None
+                exchange.conn.upstream_failed(exchange, 502, "upstream_reset")
             else:
                 exchange.conn.abort(exchange, "upstream_reset")
         elif not self.received and self.reused and exchange.retryable():
@@ -268,7 +284,11 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             log.warning("upstream %s: malformed response: %s", self.pool.upstream.name, exc)
             self.abort()
-            if self.started:
+            if self.masking is not None:
+                # The head is held with the body being masked: the client has seen nothing yet.
+                self.masking = None
+                exchange.conn.upstream_failed(exchange, 502, "upstream_bad_response")
+            elif self.started:
                 self._flush(exchange)
                 exchange.conn.abort(exchange, "upstream_bad_response")
             else:
@@ -384,7 +404,7 @@ class UpstreamConnection(asyncio.Protocol):
         exchange.mask_skipped = reason
         exchange.response_started = True
         out = self.out
-        out.append(masking.head)
+        out.append(_held_head(masking, exchange))
         chunked = self.framing == Framing.CHUNKED
         for piece in masking.pieces:
             out.append(chunk(piece) if chunked else piece)
@@ -402,7 +422,7 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.masked = count
         else:
             exchange.mask_skipped = verdict.reason or ""
-        self.out.append(with_length(masking.head, len(body)))
+        self.out.append(with_length(_held_head(masking, exchange), len(body)))
         self.out.append(body)
         exchange.response_started = True
         return True
