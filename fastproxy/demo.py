@@ -2,7 +2,8 @@
 
 Each capability adds its part to the demo config and the printed commands as it lands. The demo
 makes its own keys at start: an RSA signing key (its public half is the JWT issuer's JWKS file),
-tokens for two users, and an API key whose digest goes in the config.
+tokens for three users (a reader, an admin and an auditor), and an API key whose digest goes in the
+config.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def _free_port() -> int:
 class DemoSecrets:
     reader_token: str  # alice: role reader, scope orders:read
     admin_token: str  # bob: role admin
+    auditor_token: str  # erin: role auditor (exempt from the demo's mask)
     expired_token: str
     api_key: str  # role reader
     api_key_sha256: str
@@ -72,6 +74,7 @@ def make_secrets(workdir: str) -> DemoSecrets:
     return DemoSecrets(
         reader_token=token("alice", ["reader"], "orders:read"),
         admin_token=token("bob", ["admin"], "orders:read orders:write"),
+        auditor_token=token("erin", ["auditor"]),
         expired_token=token("carol", ["reader"], at=now - 7200),
         api_key=api_key,
         api_key_sha256=digest(api_key.encode()).hex(),
@@ -109,6 +112,11 @@ key = "ip"                       # principal | ip | api_key | route | header:<na
 rate = 2                         # 2 requests per `per` seconds, sustained
 per = 1.0
 burst = 3                        # 3 more at once: 4 in a row, then 429 until a token is back
+
+[masks.pii]
+fields = ["owner.email", "ssn", "items[*].card.number"]
+replacement = "***"
+exempt_roles = ["auditor"]       # these callers see the raw body
 
 [[routes]]
 name = "orders"                  # a JWT or an API key, with the reader or admin role
@@ -155,6 +163,14 @@ path = "/api/limited/*"
 upstream = "demo"
 public = true
 rate_limit = "per-ip"
+
+[[routes]]
+name = "customers"               # a JSON document with personal data, masked unless the caller is an auditor
+methods = ["GET", "HEAD"]
+path = "/json"                   # the built-in upstream's document (the proxy does not rewrite paths)
+upstream = "demo"
+identity = ["jwt:demo", "api_key"]
+mask = "pii"
 
 [[routes]]
 name = "hello"
@@ -245,6 +261,7 @@ Try:
 Identity (keys and tokens made for this run, in {workdir}):
   READER='{demo.reader_token}'
   ADMIN='{demo.admin_token}'
+  AUDITOR='{demo.auditor_token}'
   EXPIRED='{demo.expired_token}'
   KEY='{demo.api_key}'
   curl -i {base}/api/orders/7                                      # 401: no credentials
@@ -265,6 +282,11 @@ Rate limits (2/s per client address and burst 3: 4 at once, then 429; both worke
   curl -i {base}/api/limited/x                 # 200 with RateLimit-Limit, -Remaining, -Reset
   for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}}\\n' {base}/api/limited/x; done
   curl -i {base}/api/limited/x                 # 429 with Retry-After, until a request is due again
+
+Masking (owner.email, ssn and items[*].card.number; the auditor role sees them):
+  curl -s {base}/json -H "Authorization: Bearer $READER"    # "***" in place of each
+  curl -s {base}/json -H "x-api-key: $KEY"                  # the same for the API key
+  curl -s {base}/json -H "Authorization: Bearer $AUDITOR"   # the raw document
 
 Ctrl-C stops the demo.""",
             flush=True,

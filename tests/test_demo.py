@@ -63,6 +63,7 @@ def test_demo_serves_and_stops_on_ctrl_c() -> None:
             exc.close()
         _check_identity(text, port)
         _check_rate_limit(text, port)
+        _check_masking(text, port)
         # Ctrl-C reaches the whole foreground process group.
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=15) == 0
@@ -141,3 +142,32 @@ def _check_rate_limit(text: str, port: int) -> None:
     assert orjson.loads(body)["error"] == "rate_limited"
     assert headers["RateLimit-Remaining"] == "0"
     assert int(headers["Retry-After"]) >= 1
+
+
+def _check_masking(text: str, port: int) -> None:
+    """The masked route: a reader (JWT or API key) gets "***" for each field, an auditor the raw body."""
+    url = f"http://127.0.0.1:{port}/json"
+    assert f'curl -s {url} -H "Authorization: Bearer $READER"' in text
+    assert f'curl -s {url} -H "Authorization: Bearer $AUDITOR"' in text
+    raw = {
+        "id": 7,
+        "owner": {"name": "Alice", "email": "alice@example.com"},
+        "ssn": "078-05-1120",
+        "items": [{"sku": "A1", "card": {"number": "4111111111111111"}}],
+    }
+    masked = {
+        "id": 7,
+        "owner": {"name": "Alice", "email": "***"},
+        "ssn": "***",
+        "items": [{"sku": "A1", "card": {"number": "***"}}],
+    }
+    assert _status(url, {})[0] == 401
+    for credential, document in (
+        ({"Authorization": "Bearer " + _printed(text, "READER")}, masked),
+        ({"x-api-key": _printed(text, "KEY")}, masked),
+        ({"Authorization": "Bearer " + _printed(text, "AUDITOR")}, raw),
+    ):
+        status, body, headers = _answer(url, credential)
+        assert status == 200, body
+        assert orjson.loads(body) == document
+        assert headers["Content-Length"] == str(len(body))
