@@ -139,6 +139,7 @@ ANSWERS: dict[str, bytes | list[bytes]] = {
     "doc-problem": http(RAW, "application/problem+json"),
     "doc-upper": http(RAW, "Application/JSON"),
     "doc-chunked": http(RAW, framing="chunked"),
+    "doc-trailers": http(RAW, framing="chunked")[:-2] + b"X-Checksum: 1\r\n\r\n",
     "doc-split": [http(RAW)[:30], http(RAW)[30:90], http(RAW)[90:]],
     "text": http(RAW, "text/plain"),
     "octets": http(RAW, "application/octet-stream"),
@@ -166,8 +167,24 @@ ANSWERS: dict[str, bytes | list[bytes]] = {
 }
 
 
+def negotiated(request: Recorded) -> bytes:
+    """What an origin that honours Accept-Encoding and Range (most do) answers for the document."""
+    headers = {name.lower(): value for name, value in request.headers}
+    if "gzip" in headers.get("accept-encoding", ""):
+        return http(gzip.compress(RAW, mtime=0), extra=("Content-Encoding: gzip", "Vary: Accept-Encoding"))
+    match = re.fullmatch(r"bytes=(\d+)-", headers.get("range", ""))
+    if match:
+        start = int(match.group(1))
+        return http(
+            RAW[start:], status=206, extra=(f"Content-Range: bytes {start}-{len(RAW) - 1}/{len(RAW)}",)
+        )
+    return http(RAW)
+
+
 def respond(request: Recorded) -> bytes | list[bytes] | None:
     name = request.target.split("?", 1)[0].rsplit("/", 1)[-1]
+    if name == "negotiated":
+        return negotiated(request)
     answer = ANSWERS[name]
     if request.method == "HEAD" and isinstance(answer, bytes):
         return answer[: answer.index(b"\r\n\r\n") + 4]
@@ -399,8 +416,11 @@ def test_empty_body_on_a_masked_route(env: Env, name: str) -> None:
     assert response.header("content-length") == "0"
 
 
-def test_chunked_json_is_buffered_and_sent_with_a_length(env: Env) -> None:
-    assert_length_framed(get(env, "/public/doc-chunked"), MASKED)
+@pytest.mark.parametrize("name", ["doc-chunked", "doc-trailers"])
+def test_chunked_json_is_buffered_and_sent_with_a_length(env: Env, name: str) -> None:
+    with env.proxy.client() as client:
+        assert_length_framed(client.request("GET", f"/public/{name}"), MASKED)
+        assert_length_framed(client.request("GET", f"/public/{name}"), MASKED)
 
 
 def test_response_in_pieces_is_masked(env: Env) -> None:
@@ -454,6 +474,29 @@ def test_pipelined_masked_responses_come_in_order(env: Env) -> None:
         assert_length_framed(client.read_response(), MASKED)
         assert_length_framed(client.read_response(), RAW)
         assert_length_framed(client.read_response(), MASKED)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="connection.py forwards Accept-Encoding on a masked exchange: the origin compresses, and the "
+    "compressed body passes unmasked (on_unmaskable pass) or is refused (refuse) for any client that "
+    "accepts gzip",
+)
+def test_client_accepting_gzip_still_gets_masked_fields(env: Env) -> None:
+    response = get(env, "/public/negotiated", ("Accept-Encoding", "gzip"))
+    assert response.status == 200
+    body = gzip.decompress(response.body) if response.header("content-encoding") == "gzip" else response.body
+    assert json.loads(body)["ssn"] == "***"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="connection.py forwards Range on a masked exchange: a part of the document is not JSON, and "
+    "on_unmaskable pass sends it raw: any caller reads the masked fields by asking for bytes=1-",
+)
+def test_range_request_cannot_read_past_the_mask(env: Env) -> None:
+    response = get(env, "/public/negotiated", ("Range", "bytes=1-"))
+    assert b"078-05-1120" not in response.body, response.body
 
 
 # -- unmaskable responses -----------------------------------------------------------------------------
@@ -590,7 +633,7 @@ def test_malformed_chunk_inside_a_held_body_is_502(env: Env) -> None:
 
 def test_upstream_keep_alive_survives_masked_responses(env: Env) -> None:
     tag = f"reuse-{next(_ids)}"
-    names = ["doc", "doc-chunked", "invalid", "text", "large", "doc-utf8", "empty-chunked"]
+    names = ["doc", "doc-chunked", "invalid", "text", "large", "doc-trailers", "doc-utf8", "empty-chunked"]
     with env.proxy.client() as client:
         for name in names:
             path = f"/small/{name}" if name == "large" else f"/public/{name}"
