@@ -305,11 +305,11 @@ class WorkerMetrics:
     def ratelimit_limited(self, route: int) -> None:
         self._cells[self._limited + L.ROUTE_STRIDE * route] += 1
 
-    def jwt_cache_hit(self) -> None:
-        self._cells[L.JWT_HITS] += 1
+    def jwt_cache_hit(self, count: int = 1) -> None:
+        self._cells[L.JWT_HITS] += count
 
-    def jwt_cache_miss(self) -> None:
-        self._cells[L.JWT_MISSES] += 1
+    def jwt_cache_miss(self, count: int = 1) -> None:
+        self._cells[L.JWT_MISSES] += count
 
     def upstream_opened(self, upstream: int) -> None:
         self._cells[self._upstream_base + L.UPSTREAM_STRIDE * upstream] += 1

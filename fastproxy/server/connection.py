@@ -71,6 +71,7 @@ class Exchange:
     """One request and its response."""
 
     __slots__ = (
+        "allowed",
         "buffered",
         "conn",
         "discard",
@@ -87,6 +88,7 @@ class Exchange:
         "response_started",
         "retried",
         "route",
+        "started",
         "status",
         "upstream",
         "upstream_head",
@@ -113,6 +115,8 @@ class Exchange:
         self.discard = False  # the rest of the request body is read and dropped
         self.retried = False
         self.status = 0
+        self.allowed = True  # False once the proxy answers itself (every such answer is a deny)
+        self.started = 0.0  # the loop's clock when the head was read
 
     def retryable(self) -> bool:
         return not self.retried and not self.head.has_body and self.head.method in _IDEMPOTENT
@@ -236,6 +240,7 @@ class ClientConnection(asyncio.Protocol):
     def on_request(self, head: RequestHead) -> None:
         self.requests += 1
         exchange = Exchange(self, head)
+        exchange.started = self.state.loop.time()
         if self.closing:
             exchange.keep_alive = False
         self.reading = exchange
@@ -478,13 +483,26 @@ class ClientConnection(asyncio.Protocol):
             )
         )
         exchange.status = status
+        exchange.allowed = False
         exchange.response_started = True
+        if reason == "rate_limited" and exchange.route is not None and self.state.metrics is not None:
+            self.state.metrics.ratelimit_limited(self.state.route_rows[exchange.route.name])
         self.response_end(exchange)
         if close and exchange is self.active:
             self._close()
 
     def _finish(self, exchange: Exchange) -> None:
         self.active = None
+        state = self.state
+        metrics = state.metrics
+        if metrics is not None:
+            route = exchange.route
+            metrics.request(
+                state.route_rows[route.name] if route is not None else state.unmatched_row,
+                exchange.status,
+                exchange.allowed,
+                state.loop.time() - exchange.started,
+            )
         if exchange.keep_alive and self.queue and not self.lost:
             # Pipelined requests read before the connection began to close are still answered.
             nxt = self.queue.popleft()
@@ -525,6 +543,9 @@ class ClientConnection(asyncio.Protocol):
         self._close()
 
     def _answer_error(self, exc: ProtocolError) -> None:
+        metrics = self.state.metrics
+        if metrics is not None:
+            metrics.request(self.state.unmatched_row, exc.status, False, 0.0)
         request_id = self.reading.request_id if self.reading and self.reading.request_id else None
         self.write_response(error_response(exc.status, request_id or self.state.new_request_id(), close=True))
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from fastproxy.config import Config, ConfigError
 from fastproxy.http import SPEEDUPS
 from fastproxy.identity.issuers import prime_keys
+from fastproxy.metrics import MASTER_SLOT, MetricsLayout, MetricsTableFull, SharedMetrics, WorkerMetrics
 from fastproxy.net import Address
 from fastproxy.ratelimit import new_table
 from fastproxy.server import sockets
@@ -89,6 +90,10 @@ class Master:
         self.listeners: dict[Address, socket.socket] = {}
         self.heartbeats: HeartbeatTable | None = None
         self.ratelimit_table: Table | None = None
+        self.metrics: SharedMetrics | None = None
+        self.metrics_layout: MetricsLayout | None = None  # the running configuration's
+        self._metrics_release = False  # release names an older generation used, once it is gone
+        self._restarts: WorkerMetrics | None = None
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.stopping = False
         self.stop_deadline = 0.0
@@ -118,6 +123,12 @@ class Master:
             log.error("cannot listen: %s", exc)
             return 1
         self.heartbeats = HeartbeatTable(_HEARTBEAT_SLOTS)
+        # Before the first fork: every process sums into this region (one slot each).
+        self.metrics = SharedMetrics.create(
+            MetricsLayout(*_metric_names(self.config), slots=_HEARTBEAT_SLOTS)
+        )
+        self.metrics_layout = self.metrics.layout
+        self._restarts = WorkerMetrics(self.metrics, MASTER_SLOT)
         self._install_signals()
         self._write_pid_file()
         for warning in self.config.warnings:
@@ -144,6 +155,7 @@ class Master:
                     self._kill_stale()
                     self._spawn_missing()
                     self._finish_reload()
+                    self._release_metric_names()
                     self._notify()
                 self._wait_for_signals(self._wait_time())
         finally:
@@ -191,9 +203,10 @@ class Master:
             record = self.workers.pop(pid, None)
             if record is None:
                 continue
-            assert self.heartbeats is not None
+            assert self.heartbeats is not None and self.metrics is not None
             record.ready = record.ready or self._ready(record)
             self.heartbeats.reset(record.slot)
+            self.metrics.clear_gauges(record.slot)
             self._worker_exited(record, os.waitstatus_to_exitcode(status))
 
     def _worker_exited(self, record: WorkerRecord, code: int) -> None:
@@ -217,6 +230,8 @@ class Master:
         self.crashes = 0 if lived >= _STABLE_AFTER else self.crashes + 1
         delay = 0.0 if self.crashes == 0 else min(_BACKOFF_MAX, _BACKOFF_MIN * 2 ** (self.crashes - 1))
         self.next_spawn = time.monotonic() + delay
+        if self._restarts is not None:
+            self._restarts.worker_restarted()
         log.warning("worker %d died (%s); respawning in %.1fs", record.pid, _describe(code), delay)
 
     def _ready(self, record: WorkerRecord) -> bool:
@@ -275,6 +290,15 @@ class Master:
                 return False
         return bool(ready)
 
+    def _release_metric_names(self) -> None:
+        """Rows only an older generation used are freed once no process of it is left."""
+        if not self._metrics_release or self.metrics is None or self.metrics_layout is None:
+            return
+        if any(r.generation != self.generation for r in self.workers.values()):
+            return
+        self._metrics_release = False
+        self.metrics.release([self.metrics_layout])
+
     def _finish_reload(self) -> None:
         pending = self.reload_pending
         if pending is None:
@@ -289,6 +313,8 @@ class Master:
                 record.stopping = True
                 self._signal(record.pid, signal.SIGTERM)
         self._close_unused_listeners()
+        self.metrics_layout = self.metrics.layout if self.metrics is not None else None
+        self._metrics_release = True
         log.info("reload complete: generation %d serving", self.generation)
         self.notifier.ready()
 
@@ -339,6 +365,13 @@ class Master:
             return
         if self.reload_pending is not None:
             self._abort_reload(superseded=True)
+        assert self.metrics is not None
+        try:
+            self.metrics.relayout(*_metric_names(config))
+        except MetricsTableFull as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            self.notifier.ready()
+            return
         self.reload_pending = config
         self.generation += 1
         self.boot_failures = 0
@@ -400,6 +433,9 @@ class Master:
                 record.stopping = True
                 self._signal(record.pid, signal.SIGKILL)
         self.reload_pending = None
+        if self.metrics is not None and self.metrics_layout is not None:
+            self.metrics.layout = self.metrics_layout  # the new names were never used
+            self._metrics_release = True
         self.generation += 1
         # The old generation carries on: re-adopt it as current.
         for record in self.workers.values():
@@ -416,7 +452,9 @@ class Master:
         self.heartbeats.reset(slot)
         listeners = [self.listeners[a] for a in config.listen]
         admin = self.listeners[config.admin] if config.admin else None
-        worker = Worker(config, listeners, admin, self.heartbeats, slot, self.pid, self.ratelimit_table)
+        worker = Worker(
+            config, listeners, admin, self.heartbeats, slot, self.pid, self.ratelimit_table, self.metrics
+        )
         pid = os.fork()
         if pid == 0:
             status = 1
@@ -493,3 +531,8 @@ def _with_keys(config: Config, running: Config | None) -> Config:
         config.identity, config.jwt_issuers_used(), running.identity if running is not None else None
     )
     return dataclasses.replace(config, identity=identity)
+
+
+def _metric_names(config: Config) -> tuple[list[str], list[str]]:
+    """The label values the metrics have rows for: route and upstream names, nothing else."""
+    return [route.name for route in config.router.routes], list(config.upstreams)

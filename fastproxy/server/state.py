@@ -11,6 +11,7 @@ from fastproxy.config.model import Config
 from fastproxy.routing import Router
 
 if TYPE_CHECKING:
+    from fastproxy.metrics import WorkerMetrics
     from fastproxy.server.connection import ClientConnection
     from fastproxy.server.upstream import UpstreamConnection, UpstreamPool
 
@@ -31,6 +32,10 @@ class WorkerState:
         identity = config.identity
         # The API key header the parser takes out of the headers, as it does Authorization.
         self.credential_header = identity.api_key_header if identity.api_keys is not None else None
+        self.metrics: WorkerMetrics | None = None
+        self.route_rows: dict[str, int] = {}  # metrics rows, looked up once
+        self.unmatched_row = 0
+
         self.pools: dict[str, UpstreamPool] = {}
         self.connections: set[ClientConnection] = set()
         # The loop's clock as of the last sweep. Deadlines on the hot path use it instead of
@@ -40,6 +45,16 @@ class WorkerState:
         # Request ids: a random per-process prefix and a counter, unique without a syscall each.
         self._id_prefix = os.urandom(6).hex().encode()
         self._id_counter = 0
+
+    def set_metrics(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+        layout = metrics.layout
+        self.unmatched_row = layout.route_index(None)
+        # A name the layout lacks (a worker of the old generation respawned mid-reload) counts
+        # as unmatched rather than failing the worker.
+        self.route_rows = {
+            route.name: layout.routes.get(route.name, self.unmatched_row) for route in self.router.routes
+        }
 
     def new_request_id(self) -> bytes:
         self._id_counter += 1

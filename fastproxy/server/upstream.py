@@ -82,13 +82,15 @@ class UpstreamError(Exception):
 
 
 class UpstreamPool:
-    __slots__ = ("idle", "open", "state", "upstream")
+    __slots__ = ("idle", "metrics_row", "open", "state", "upstream")
 
     def __init__(self, upstream: Upstream, state: WorkerState) -> None:
         self.upstream = upstream
         self.state = state
         self.idle: list[UpstreamConnection] = []
         self.open = 0  # connections open, idle or busy (the upstream_connections_open gauge)
+        metrics = state.metrics
+        self.metrics_row = metrics.layout.upstreams.get(upstream.name, -1) if metrics is not None else -1
 
     def acquire(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -110,11 +112,18 @@ class UpstreamPool:
             )
         except TimeoutError:
             # Unreachable, as a refused connect is: 502 (504 is for a response that is late).
+            self._count_connect_error()
             raise UpstreamError(502, "upstream_connect_timeout") from None
         except OSError as exc:
             log.warning("upstream %s: connect to %s failed: %s", upstream.name, upstream.address, exc)
+            self._count_connect_error()
             raise UpstreamError(502, "upstream_connect_error") from None
         return conn
+
+    def _count_connect_error(self) -> None:
+        metrics = self.state.metrics
+        if metrics is not None and self.metrics_row >= 0:
+            metrics.upstream_connect_error(self.metrics_row)
 
     def release(self, conn: UpstreamConnection) -> None:
         if len(self.idle) < self.upstream.pool_size and not self.state.stopping:
@@ -216,11 +225,19 @@ class UpstreamConnection(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
-        self.pool.open += 1
+        pool = self.pool
+        pool.open += 1
+        metrics = pool.state.metrics
+        if metrics is not None and pool.metrics_row >= 0:
+            metrics.upstream_opened(pool.metrics_row)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.pool.forget(self)
+        pool = self.pool
+        pool.forget(self)
+        metrics = pool.state.metrics
+        if metrics is not None and pool.metrics_row >= 0:
+            metrics.upstream_closed(pool.metrics_row)
         exchange = self.exchange
         if exchange is None:
             return

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import uvloop
 
 from fastproxy.config.model import Config
+from fastproxy.metrics import WorkerMetrics, render
 from fastproxy.server.admin import AdminConnection
 from fastproxy.server.connection import ClientConnection
 from fastproxy.server.heartbeat import BOOTING, KEYS_LOADED, READY, STOPPING, HeartbeatTable
@@ -28,6 +29,7 @@ from fastproxy.server.upstream import UpstreamPool
 from fastproxy.stages.build import PolicyRuntime
 
 if TYPE_CHECKING:
+    from fastproxy.metrics import SharedMetrics
     from fastproxy.ratelimit._gcra import Table
 
 __all__ = ["WORKER_BOOT_ERROR", "Worker"]
@@ -50,6 +52,7 @@ class Worker:
         slot: int,
         master_pid: int,
         ratelimit_table: Table | None = None,
+        metrics: SharedMetrics | None = None,
     ) -> None:
         self.config = config
         self.listeners = listeners
@@ -58,6 +61,8 @@ class Worker:
         self.slot = slot
         self.master_pid = master_pid
         self.ratelimit_table = ratelimit_table  # shared memory, made by the master before fork
+        self.metrics = metrics  # likewise
+        self._jwt_seen = (0, 0)  # JWT cache hits and misses already added to the metrics
         self.pid = 0
         self.state: WorkerState | None = None
         self.policy: PolicyRuntime | None = None
@@ -91,6 +96,8 @@ class Worker:
         self.loop = loop
         state = WorkerState(self.config, loop)
         self.state = state
+        if self.metrics is not None:
+            state.set_metrics(WorkerMetrics(self.metrics, self.slot))
         policy = PolicyRuntime(self.config, self.ratelimit_table)
         self.policy = policy
         state.router = policy.router
@@ -138,6 +145,7 @@ class Worker:
         assert state is not None and loop is not None
         try:
             state.sweep()
+            self._publish_jwt_cache()
         except Exception:
             # The tick also carries the heartbeat: it must outlive any bug in a sweep.
             log.exception("worker %d: sweep failed", self.pid)
@@ -155,6 +163,18 @@ class Worker:
         else:
             self.heartbeats.beat(self.slot, self.pid, READY, self._flags())
         loop.call_later(_TICK, self._tick)
+
+    def _publish_jwt_cache(self) -> None:
+        # The caches count per request; the shared counters take the difference once a tick.
+        state, policy = self.state, self.policy
+        if state is None or state.metrics is None or policy is None:
+            return
+        hits, misses = policy.jwt_cache_counts()
+        seen_hits, seen_misses = self._jwt_seen
+        if hits != seen_hits or misses != seen_misses:
+            state.metrics.jwt_cache_hit(hits - seen_hits)
+            state.metrics.jwt_cache_miss(misses - seen_misses)
+            self._jwt_seen = (hits, misses)
 
     def _flags(self) -> int:
         return KEYS_LOADED if self.policy is not None and self.policy.keys_ready() else 0
@@ -194,9 +214,11 @@ class Worker:
         return ready > 0 and with_keys == ready and not stopping, detail
 
     def _metrics(self) -> bytes:
+        """Every process's counters summed (fastproxy.metrics), then this worker's own view."""
         state = self.state
         connections = len(state.connections) if state is not None else 0
-        return (
+        summed = render(self.metrics) if self.metrics is not None else b""
+        return summed + (
             b"# HELP fastproxy_workers_ready Workers that report ready.\n"
             b"# TYPE fastproxy_workers_ready gauge\n"
             b"fastproxy_workers_ready %d\n"

@@ -53,6 +53,13 @@ class PolicyRuntime:
         for issuer in self.issuers.values():
             self._starting.append(loop.create_task(issuer.source.start(), name=f"keys-{issuer.name}"))
 
+    def jwt_cache_counts(self) -> tuple[int, int]:
+        """Verified-token cache hits and misses of this worker so far, all issuers together."""
+        return (
+            sum(issuer.cache.hits for issuer in self.issuers.values()),
+            sum(issuer.cache.misses for issuer in self.issuers.values()),
+        )
+
     def keys_ready(self) -> bool:
         return all(issuer.source.ready for issuer in self.issuers.values())
 

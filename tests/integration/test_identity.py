@@ -777,12 +777,6 @@ def test_many_unknown_kids_cost_at_most_one_fetch_per_worker(env: Env) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GET /metrics (fastproxy/server/worker.py _metrics) has no JWT cache hits/misses, which SPEC "
-    "lists; "
-    "the counters exist per issuer (TokenCache.hits / .misses)",
-)
 def test_metrics_count_jwt_cache_hits_and_misses(env: Env) -> None:
     send(env, "/corp/1", bearer(token(sub="metrics")))
     body = request(env.proxy.admin_port, "GET", "/metrics", host="127.0.0.1").body.decode()
