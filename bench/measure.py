@@ -50,14 +50,13 @@ def measure(
     target: Target, *, round_no: int, duration_s: int, warmup_s: int, connections: int
 ) -> Measurement:
     target.check_alive()
+    url = target.url + target.request_path
     if warmup_s > 0:
         # Fills connection pools, caches and the allocator; its figures are thrown away.
-        run_wrk(target.url, duration_s=warmup_s, connections=connections, headers=target.request_headers())
+        run_wrk(url, duration_s=warmup_s, connections=connections, headers=target.request_headers())
     root = target.root_pid()
     before = procstat.tree_cpu_seconds(root) if root is not None else None
-    result = run_wrk(
-        target.url, duration_s=duration_s, connections=connections, headers=target.request_headers()
-    )
+    result = run_wrk(url, duration_s=duration_s, connections=connections, headers=target.request_headers())
     after = procstat.tree_cpu_seconds(root) if root is not None else None
     # A target that died under load would otherwise be reported with the figures of its errors.
     target.check_alive()

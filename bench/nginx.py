@@ -4,6 +4,7 @@ Both run in the foreground with one worker, from a private prefix directory that
 config, pid file, error log and temp paths, so that nothing touches the system's nginx.
 """
 
+import json
 import re
 import shutil
 import subprocess
@@ -12,6 +13,25 @@ from pathlib import Path
 
 from bench import procstat
 from bench.targets import ServerTarget, Target
+
+# About 1 KB of JSON with fields to mask (the masking benchmark): MASK_FIELDS finds 7 values.
+JSON_1K_PATH = "/json1k"
+JSON_1K = json.dumps(
+    {
+        "id": 7,
+        "owner": {"name": "Alice Example", "email": "alice@example.com", "phone": "+1-202-555-0143"},
+        "ssn": "078-05-1120",
+        "status": "active",
+        "created": "2026-11-28T03:00:00Z",
+        "items": [
+            {"sku": f"SKU-{i:04d}", "qty": i, "price": 19.99 + i, "card": {"number": "4111111111111111"}}
+            for i in range(5)
+        ],
+        "notes": "x" * 447,
+    },
+    separators=(",", ":"),
+)
+MASK_FIELDS = ["ssn", "owner.email", "items[*].card.number"]
 
 # About 100 bytes, like a small API answer; single quotes would end the nginx string.
 UPSTREAM_BODY = (
@@ -47,6 +67,10 @@ _STATIC_BODY = """\
         location / {{
             default_type application/json;
             return 200 '{payload}';
+        }}
+        location = {json_1k_path} {{
+            default_type application/json;
+            return 200 '{json_1k}';
         }}
     }}"""
 
@@ -120,7 +144,9 @@ class NginxUpstream(NginxTarget):
         super().__init__("upstream-nginx")
 
     def http_body(self, port: int) -> str:
-        return _STATIC_BODY.format(port=port, payload=UPSTREAM_BODY)
+        return _STATIC_BODY.format(
+            port=port, payload=UPSTREAM_BODY, json_1k_path=JSON_1K_PATH, json_1k=JSON_1K
+        )
 
 
 class NginxProxy(NginxTarget):

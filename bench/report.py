@@ -13,7 +13,11 @@ from bench.measure import Measurement
 REFERENCE = "nginx"
 # What a policy target costs is measured against its passthrough: the same requests through a
 # public route (fastproxy-jwt's requests carry a 700-byte token, which fastproxy-bearer carries too).
-PASSTHROUGH = {"fastproxy-jwt": "fastproxy-bearer", "fastproxy-limited": "fastproxy"}
+PASSTHROUGH = {
+    "fastproxy-jwt": "fastproxy-bearer",
+    "fastproxy-limited": "fastproxy",
+    "fastproxy-masked": "fastproxy-json",
+}
 
 # (column header, summary key, format); a figure that does not apply (None) prints as "-".
 _COLUMNS: list[tuple[str, str, str]] = [

@@ -36,6 +36,8 @@ from bench.targets import (
     FloorTarget,
     Target,
     fastproxy_bearer,
+    fastproxy_json,
+    fastproxy_masked,
 )
 from bench.wrk import WrkError, wrk_path, wrk_version
 
@@ -47,6 +49,8 @@ TARGETS: dict[str, Callable[[Target], Target]] = {
     "fastproxy-bearer": fastproxy_bearer,
     "fastproxy-jwt": FastproxyJwtTarget,
     "fastproxy-limited": FastproxyLimitedTarget,
+    "fastproxy-json": fastproxy_json,
+    "fastproxy-masked": fastproxy_masked,
     "floor": FloorTarget,
 }
 

@@ -52,6 +52,9 @@ class Target(ABC):
         """Headers the load generator sends with every request ("Name: value")."""
         return []
 
+    # What the load generator asks for (a path after url; "" for the server's root).
+    request_path = ""
+
     @abstractmethod
     def check_alive(self) -> None:
         """Raise ServerError when the server has died (so a round does not load a dead port)."""
@@ -309,6 +312,61 @@ rate_limit = "generous"
 """
         )
         return [sys.executable, "-m", "fastproxy", "run", "--config", str(workdir / "fastproxy.toml")]
+
+
+class FastproxyJsonTarget(FastproxyTarget):
+    """fastproxy on a route answering about 1 KB of JSON, with or without a mask on it.
+
+    The pair measures masking: the same requests and responses, the mask (3 paths, 7 values
+    replaced) the only difference. ``request_path`` is the upstream's 1 KB document.
+    """
+
+    def __init__(self, upstream: Target, *, name: str, masked: bool, workers: int = 1) -> None:
+        super().__init__(upstream, name=name, workers=workers)
+        self.masked = masked
+
+    @property
+    def request_path(self) -> str:  # type: ignore[override]
+        from bench.nginx import JSON_1K_PATH
+
+        return JSON_1K_PATH.lstrip("/")
+
+    def command(self, workdir: Path, port: int) -> list[str]:
+        from bench.nginx import MASK_FIELDS
+
+        authority = self._upstream.url.rstrip("/")
+        fields = ", ".join(f'"{field}"' for field in MASK_FIELDS)
+        (workdir / "fastproxy.toml").write_text(
+            f"""\
+[server]
+listen = ["127.0.0.1:{port}"]
+workers = {self.workers}
+admin_listen = "off"
+log_level = "warning"
+
+[upstreams.bench]
+url = "{authority}"
+
+[masks.pii]
+fields = [{fields}]
+
+[[routes]]
+name = "api"
+path = "/*"
+upstream = "bench"
+public = true
+{'mask = "pii"' if self.masked else ""}
+"""
+        )
+        return [sys.executable, "-m", "fastproxy", "run", "--config", str(workdir / "fastproxy.toml")]
+
+
+def fastproxy_json(upstream: Target) -> Target:
+    return FastproxyJsonTarget(upstream, name="fastproxy-json", masked=False)
+
+
+def fastproxy_masked(upstream: Target) -> Target:
+    return FastproxyJsonTarget(upstream, name="fastproxy-masked", masked=True)
 
 
 def fastproxy_bearer(upstream: Target) -> Target:

@@ -63,6 +63,9 @@ _SEND = 3  # the client does not read its response: close
 # Seconds an idle keep-alive connection is left open at a graceful stop (see close_if_idle).
 DRAIN = 1.0
 
+# Request headers a masked exchange does not forward (see _unmaskable_asks_removed).
+_MASKED_DROPS = frozenset({b"accept-encoding", b"range", b"if-range"})
+
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -342,6 +345,19 @@ class ClientConnection(asyncio.Protocol):
             extra = [*extra, *self._credentials(exchange.head)]
         self._forward(exchange, route, extra)
 
+    @staticmethod
+    def _unmaskable_asks_removed(
+        head: RequestHead, extra: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        """A masked exchange must get a whole, uncompressed document it can mask.
+
+        A compressed body or a part of one (Range) cannot be masked, and with on_unmaskable =
+        "pass" it would reach the client as it is: the request asks for neither. No
+        Accept-Encoding would mean "any coding" (RFC 9110 12.5.3), so it says identity.
+        """
+        head.headers[:] = [(name, value) for name, value in head.headers if name.lower() not in _MASKED_DROPS]
+        return [*extra, (b"Accept-Encoding", b"identity")]
+
     def _log_shadow(self, exchange: Exchange, ctx: RequestContext) -> None:
         # A shadow-mode route served what enforcement would have refused (the audit stage will
         # record it too); the reason code only, never a credential.
@@ -363,6 +379,8 @@ class ClientConnection(asyncio.Protocol):
         return client_address(self.peer, head.forwarded_for, self.state.trusted)
 
     def _forward(self, exchange: Exchange, route: Route, extra: list[tuple[bytes, bytes]]) -> None:
+        if exchange.mask is not None:
+            extra = self._unmaskable_asks_removed(exchange.head, extra)
         exchange.upstream_head = upstream_request_head(
             exchange.head,
             self.peer_bytes,

@@ -476,12 +476,6 @@ def test_pipelined_masked_responses_come_in_order(env: Env) -> None:
         assert_length_framed(client.read_response(), MASKED)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="connection.py forwards Accept-Encoding on a masked exchange: the origin compresses, and the "
-    "compressed body passes unmasked (on_unmaskable pass) or is refused (refuse) for any client that "
-    "accepts gzip",
-)
 def test_client_accepting_gzip_still_gets_masked_fields(env: Env) -> None:
     response = get(env, "/public/negotiated", ("Accept-Encoding", "gzip"))
     assert response.status == 200
@@ -489,11 +483,6 @@ def test_client_accepting_gzip_still_gets_masked_fields(env: Env) -> None:
     assert json.loads(body)["ssn"] == "***"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="connection.py forwards Range on a masked exchange: a part of the document is not JSON, and "
-    "on_unmaskable pass sends it raw: any caller reads the masked fields by asking for bytes=1-",
-)
 def test_range_request_cannot_read_past_the_mask(env: Env) -> None:
     response = get(env, "/public/negotiated", ("Range", "bytes=1-"))
     assert b"078-05-1120" not in response.body, response.body
