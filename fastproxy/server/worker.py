@@ -132,12 +132,13 @@ class Worker:
             )
             self.servers.append(server)
         if self.admin is not None:
-            server = await loop.create_server(
+            # Not in self.servers: a stopping worker keeps answering /readyz (503, stopping)
+            # until it exits, rather than leaving admin connections queued unanswered.
+            await loop.create_server(
                 lambda: AdminConnection(self._readiness, self._metrics),
                 sock=self.admin,
                 backlog=BACKLOG,
             )
-            self.servers.append(server)
 
     def _tick(self) -> None:
         state = self.state

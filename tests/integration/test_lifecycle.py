@@ -312,3 +312,20 @@ def test_invalid_config_exits_2(launcher: ProxyLauncher, devserver: DevServer) -
     proxy.assert_clean_log()
     with pytest.raises(ConnectionRefusedError):
         proxy.request("GET", "/")
+
+
+def test_readyz_says_503_while_a_graceful_stop_finishes(
+    launcher: ProxyLauncher, devserver: DevServer
+) -> None:
+    proxy = launcher.start(devserver.url, workers=1)
+    with proxy.client() as in_flight:
+        in_flight.send(b"GET /delay/1500 HTTP/1.1\r\nHost: a\r\n\r\n")
+        time.sleep(0.2)
+        proxy.signal(signal.SIGTERM)
+        began = time.monotonic()
+        # The master passes TERM on; from then the stopping worker answers 503 at once, not
+        # after its in-flight request.
+        wait_for(lambda: (proxy.readyz() or (0,))[0] == 503, 5, "/readyz to say 503")
+        assert time.monotonic() - began < 1.2
+        assert in_flight.read_response().status == 200
+    assert proxy.wait_exit() == 0
