@@ -285,12 +285,6 @@ def _compile(file: FileConfig, path: str | None, errors: _Errors, warnings: tupl
 
     if errors.lines:
         return None
-    if file.audit.path is not None:
-        warnings = (
-            *warnings,
-            f"audit.path is {file.audit.path}, but the audit writer is not in this release yet: "
-            "no audit records are written",
-        )
     workers = server.workers or os.cpu_count() or 1
     return Config(
         source=os.path.abspath(path) if path else None,
@@ -359,6 +353,11 @@ def _compile_route(
         ok = False
     if settings.forward_credentials and settings.public:
         errors.add(f"{key}.forward_credentials", "a public route forwards every header it is sent")
+        ok = False
+    if settings.audit == "fail_closed" and file.audit.path is None:
+        errors.add(
+            f"{key}.audit", "fail_closed needs [audit] path (or --audit-path): nothing would be audited"
+        )
         ok = False
     if settings.rate_limit is not None:
         limit = file.rate_limits.get(settings.rate_limit)

@@ -29,6 +29,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable
+from time import monotonic
 from typing import cast
 
 from fastproxy.http.errors import ProtocolError, error_response
@@ -66,6 +67,8 @@ DRAIN = 1.0
 # Request headers a masked exchange does not forward (see _unmaskable_asks_removed).
 _MASKED_DROPS = frozenset({b"accept-encoding", b"range", b"if-range"})
 
+_RETRY_SOON = ((b"Retry-After", b"1"),)
+
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -76,7 +79,10 @@ class Exchange:
     __slots__ = (
         "allowed",
         "buffered",
+        "bytes_in",
+        "bytes_out",
         "conn",
+        "ctx",
         "discard",
         "head",
         "keep_alive",
@@ -84,6 +90,7 @@ class Exchange:
         "mask_skipped",
         "masked",
         "pending_body",
+        "reason",
         "request_done",
         "request_id",
         "response_done",
@@ -119,7 +126,12 @@ class Exchange:
         self.retried = False
         self.status = 0
         self.allowed = True  # False once the proxy answers itself (every such answer is a deny)
-        self.started = 0.0  # the loop's clock when the head was read
+        self.reason = "ok"  # the reason code of the decision, for the audit record
+        # When the head was read (time.monotonic: the loop's clock counts whole milliseconds).
+        self.started = 0.0
+        self.ctx: RequestContext | None = None  # what the stages learned (principal, ...)
+        self.bytes_in = 0  # request body bytes read
+        self.bytes_out = 0  # response bytes written to the client
 
     def retryable(self) -> bool:
         return not self.retried and not self.head.has_body and self.head.method in _IDEMPOTENT
@@ -243,7 +255,7 @@ class ClientConnection(asyncio.Protocol):
     def on_request(self, head: RequestHead) -> None:
         self.requests += 1
         exchange = Exchange(self, head)
-        exchange.started = self.state.loop.time()
+        exchange.started = monotonic()
         if self.closing:
             exchange.keep_alive = False
         self.reading = exchange
@@ -263,6 +275,7 @@ class ClientConnection(asyncio.Protocol):
         exchange = self.reading
         assert exchange is not None
         self.deadline = self.state.now + self.state.limits.body_timeout
+        exchange.bytes_in += len(body)
         if exchange.discard:
             return
         if exchange.upstream is not None:
@@ -301,6 +314,7 @@ class ClientConnection(asyncio.Protocol):
         if route.stages:
             client_ip = self.peer if not self.peer_trusted else self._client_ip(head)
             ctx = RequestContext(head, client_ip, exchange.request_id)
+            exchange.ctx = ctx
             decision = run_stages(route.stages, ctx, route.shadow)
             if decision is not None:
                 if isinstance(decision, Rejection):
@@ -365,6 +379,31 @@ class ClientConnection(asyncio.Protocol):
             "request %s: shadow: would deny (%s), forwarded", exchange.request_id.decode(), ctx.would_deny
         )
 
+    def _audit(self, exchange: Exchange) -> None:
+        """The exchange's one audit record (a full queue is the client's gap record, not ours)."""
+        audit = self.state.audit
+        assert audit is not None
+        head, route, ctx = exchange.head, exchange.route, exchange.ctx
+        audit.submit(
+            exchange.request_id,
+            ctx.client_ip if ctx is not None else self._client_ip(head),
+            head.method,
+            head.path,
+            route.name if route is not None else None,
+            ctx.principal if ctx is not None else None,
+            ctx.auth if ctx is not None else None,
+            "allow" if exchange.allowed else "deny",
+            exchange.reason,
+            route.settings.mode if route is not None else "enforce",
+            exchange.status,
+            route.upstream.name if route is not None and exchange.allowed else None,
+            (monotonic() - exchange.started) * 1000.0,
+            exchange.bytes_in,
+            exchange.bytes_out,
+            exchange.masked,
+            ctx.would_deny if ctx is not None else None,
+        )
+
     def _credentials(self, head: RequestHead) -> list[tuple[bytes, bytes]]:
         credentials = []
         if head.authorization is not None:
@@ -379,6 +418,11 @@ class ClientConnection(asyncio.Protocol):
         return client_address(self.peer, head.forwarded_for, self.state.trusted)
 
     def _forward(self, exchange: Exchange, route: Route, extra: list[tuple[bytes, bytes]]) -> None:
+        audit = self.state.audit
+        if audit is not None and route.settings.audit == "fail_closed" and not audit.admits():
+            # No record of this request could be kept: it does not happen.
+            self._reject(exchange, 503, "audit_unavailable", _RETRY_SOON)
+            return
         if exchange.mask is not None:
             extra = self._unmaskable_asks_removed(exchange.head, extra)
         exchange.upstream_head = upstream_request_head(
@@ -447,6 +491,8 @@ class ClientConnection(asyncio.Protocol):
         # uvloop raises on a write to a closed handle; an answer for a gone client is dropped.
         if not self.lost and self.transport is not None:
             self.transport.write(data)
+            if self.active is not None:
+                self.active.bytes_out += len(data)
 
     def response_end(self, exchange: Exchange) -> None:
         exchange.upstream = None
@@ -502,6 +548,7 @@ class ClientConnection(asyncio.Protocol):
         )
         exchange.status = status
         exchange.allowed = False
+        exchange.reason = reason
         exchange.response_started = True
         if reason == "rate_limited" and exchange.route is not None and self.state.metrics is not None:
             self.state.metrics.ratelimit_limited(self.state.route_rows[exchange.route.name])
@@ -510,7 +557,6 @@ class ClientConnection(asyncio.Protocol):
             self._close()
 
     def _finish(self, exchange: Exchange) -> None:
-        self.active = None
         state = self.state
         metrics = state.metrics
         if metrics is not None:
@@ -519,8 +565,11 @@ class ClientConnection(asyncio.Protocol):
                 state.route_rows[route.name] if route is not None else state.unmatched_row,
                 exchange.status,
                 exchange.allowed,
-                state.loop.time() - exchange.started,
+                monotonic() - exchange.started,
             )
+        if state.audit is not None:
+            self._audit(exchange)
+        self.active = None
         if exchange.keep_alive and self.queue and not self.lost:
             # Pipelined requests read before the connection began to close are still answered.
             nxt = self.queue.popleft()

@@ -41,6 +41,7 @@ from fastproxy.metrics import MASTER_SLOT, MetricsLayout, MetricsTableFull, Shar
 from fastproxy.net import Address
 from fastproxy.ratelimit import new_table
 from fastproxy.server import sockets
+from fastproxy.server.auditor import AuditSupervisor, WorkerAudit
 from fastproxy.server.heartbeat import READY, HeartbeatTable
 from fastproxy.server.notify import Notifier
 from fastproxy.server.worker import WORKER_BOOT_ERROR, Worker
@@ -75,6 +76,7 @@ class WorkerRecord:
     slot: int
     generation: int
     started: float
+    audit_slot: int = -1  # the worker's slot in the audit table, released when it is reaped
     ready: bool = False
     stopping: bool = False
     killed: bool = False
@@ -90,6 +92,7 @@ class Master:
         self.listeners: dict[Address, socket.socket] = {}
         self.heartbeats: HeartbeatTable | None = None
         self.ratelimit_table: Table | None = None
+        self.audit: AuditSupervisor | None = None
         self.metrics: SharedMetrics | None = None
         self.metrics_layout: MetricsLayout | None = None  # the running configuration's
         self._metrics_release = False  # release names an older generation used, once it is gone
@@ -129,6 +132,10 @@ class Master:
         )
         self.metrics_layout = self.metrics.layout
         self._restarts = WorkerMetrics(self.metrics, MASTER_SLOT)
+        if self.config.audit.path is not None:
+            self.audit = AuditSupervisor(
+                self.config.audit, _HEARTBEAT_SLOTS, self.config.server.graceful_timeout
+            )
         self._install_signals()
         self._write_pid_file()
         for warning in self.config.warnings:
@@ -148,10 +155,17 @@ class Master:
                 self._reap()
                 if self.stopping:
                     if not self.workers:
-                        break
+                        # The audit writer goes last: it commits what the workers drained.
+                        if self.audit is None or not self.audit.pid:
+                            break
+                        self.audit.stop()
                     if time.monotonic() >= self.stop_deadline:
                         self._kill_all(signal.SIGKILL)
+                        if self.audit is not None and not self.workers:
+                            self.audit.kill()
                 else:
+                    if self.audit is not None:
+                        self.audit.reconcile(lambda body: self._fork_child(body, writer=True))
                     self._kill_stale()
                     self._spawn_missing()
                     self._finish_reload()
@@ -200,9 +214,14 @@ class Master:
                 return
             if pid == 0:
                 return
+            if self.audit is not None and pid == self.audit.pid:
+                self.audit.exited(os.waitstatus_to_exitcode(status), restart=not self.stopping)
+                continue
             record = self.workers.pop(pid, None)
             if record is None:
                 continue
+            if self.audit is not None and record.audit_slot >= 0:
+                self.audit.worker_exited(record.audit_slot)
             assert self.heartbeats is not None and self.metrics is not None
             record.ready = record.ready or self._ready(record)
             self.heartbeats.reset(record.slot)
@@ -379,7 +398,9 @@ class Master:
         self._spawn_missing()
 
     def handle_usr1(self) -> None:
-        pass  # reopens the audit file once the audit writer exists
+        if self.audit is not None:
+            log.info("reopening the audit file")
+            self.audit.reopen()
 
     def handle_chld(self) -> None:
         pass  # the loop reaps on every pass
@@ -452,9 +473,30 @@ class Master:
         self.heartbeats.reset(slot)
         listeners = [self.listeners[a] for a in config.listen]
         admin = self.listeners[config.admin] if config.admin else None
+        audit_slot = -1
+        audit: WorkerAudit | None = None
+        if self.audit is not None:
+            audit_slot, _ = self.audit.worker_forked()
+            audit = WorkerAudit(self.audit.shared, self.audit.endpoint.address, audit_slot)
         worker = Worker(
-            config, listeners, admin, self.heartbeats, slot, self.pid, self.ratelimit_table, self.metrics
+            config,
+            listeners,
+            admin,
+            self.heartbeats,
+            slot,
+            self.pid,
+            self.ratelimit_table,
+            self.metrics,
+            audit,
         )
+        pid = self._fork_child(worker.run, keep=[*listeners, *([admin] if admin else [])])
+        self.workers[pid] = WorkerRecord(pid, slot, self.generation, time.monotonic(), audit_slot)
+        log.debug("spawned worker %d (slot %d, generation %d)", pid, slot, self.generation)
+
+    def _fork_child(
+        self, body: Callable[[], int], keep: list[socket.socket] | None = None, writer: bool = False
+    ) -> int:
+        """Fork a long-lived child that runs ``body`` and exits with its status."""
         pid = os.fork()
         if pid == 0:
             status = 1
@@ -464,16 +506,17 @@ class Master:
                 os.close(self._wakeup_r)
                 os.close(self._wakeup_w)
                 for sock in self.listeners.values():
-                    if sock not in listeners and sock is not admin:
+                    if sock not in (keep or ()):
                         sock.close()
-                status = worker.run()
+                if self.audit is not None and not writer:
+                    self.audit.endpoint.close()  # workers only connect to the writer
+                status = body()
             except BaseException:
-                log.exception("worker crashed")
+                log.exception("child process crashed")
             finally:
                 logging.shutdown()
                 os._exit(status)
-        self.workers[pid] = WorkerRecord(pid, slot, self.generation, time.monotonic())
-        log.debug("spawned worker %d (slot %d, generation %d)", pid, slot, self.generation)
+        return pid
 
     def _begin_stop(self, sig: int, graceful: bool) -> None:
         if self.stopping and graceful:

@@ -11,6 +11,7 @@ from fastproxy.config.model import Config
 from fastproxy.routing import Router
 
 if TYPE_CHECKING:
+    from fastproxy.audit import AuditClient
     from fastproxy.metrics import WorkerMetrics
     from fastproxy.server.connection import ClientConnection
     from fastproxy.server.upstream import UpstreamConnection, UpstreamPool
@@ -33,6 +34,7 @@ class WorkerState:
         # The API key header the parser takes out of the headers, as it does Authorization.
         self.credential_header = identity.api_key_header if identity.api_keys is not None else None
         self.metrics: WorkerMetrics | None = None
+        self.audit: AuditClient | None = None
         self.route_rows: dict[str, int] = {}  # metrics rows, looked up once
         self.unmatched_row = 0
 

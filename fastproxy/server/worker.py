@@ -31,6 +31,7 @@ from fastproxy.stages.build import PolicyRuntime
 if TYPE_CHECKING:
     from fastproxy.metrics import SharedMetrics
     from fastproxy.ratelimit._gcra import Table
+    from fastproxy.server.auditor import WorkerAudit
 
 __all__ = ["WORKER_BOOT_ERROR", "Worker"]
 
@@ -53,6 +54,7 @@ class Worker:
         master_pid: int,
         ratelimit_table: Table | None = None,
         metrics: SharedMetrics | None = None,
+        audit: WorkerAudit | None = None,
     ) -> None:
         self.config = config
         self.listeners = listeners
@@ -62,6 +64,9 @@ class Worker:
         self.master_pid = master_pid
         self.ratelimit_table = ratelimit_table  # shared memory, made by the master before fork
         self.metrics = metrics  # likewise
+        self.audit = audit  # likewise: the audit table and the writer's address
+        self._audit_seen = (0, 0)  # audit records and gaps already added to the metrics
+        self._draining = False
         self._jwt_seen = (0, 0)  # JWT cache hits and misses already added to the metrics
         self.pid = 0
         self.state: WorkerState | None = None
@@ -98,6 +103,8 @@ class Worker:
         self.state = state
         if self.metrics is not None:
             state.set_metrics(WorkerMetrics(self.metrics, self.slot))
+        if self.audit is not None:
+            state.audit = self.audit.client(loop, self.config.audit)
         policy = PolicyRuntime(self.config, self.ratelimit_table)
         self.policy = policy
         state.router = policy.router
@@ -147,6 +154,7 @@ class Worker:
         try:
             state.sweep()
             self._publish_jwt_cache()
+            self._publish_audit()
         except Exception:
             # The tick also carries the heartbeat: it must outlive any bug in a sweep.
             log.exception("worker %d: sweep failed", self.pid)
@@ -159,11 +167,40 @@ class Worker:
             if not state.connections or loop.time() >= self._stop_deadline:
                 for conn in list(state.connections):
                     conn._close(abort=True)
-                loop.stop()
-                return
+                if state.audit is not None:
+                    if not self._draining:
+                        # Every answer is out: hand the last records over before exiting.
+                        self._draining = True
+                        loop.create_task(self._drain_and_stop())
+                else:
+                    loop.stop()
+                    return
         else:
             self.heartbeats.beat(self.slot, self.pid, READY, self._flags())
         loop.call_later(_TICK, self._tick)
+
+    async def _drain_and_stop(self) -> None:
+        state, loop = self.state, self.loop
+        assert state is not None and state.audit is not None and loop is not None
+        try:
+            if not await state.audit.drain(self.config.server.graceful_timeout):
+                log.warning("worker %d: the audit writer did not acknowledge every record", self.pid)
+        finally:
+            state.audit.close()
+            loop.stop()
+
+    def _publish_audit(self) -> None:
+        state = self.state
+        if state is None or state.metrics is None or state.audit is None:
+            return
+        stats = state.audit.stats()
+        records, gaps = stats["records"], stats["dropped"]
+        seen_records, seen_gaps = self._audit_seen
+        if records != seen_records or gaps != seen_gaps:
+            state.metrics.audit_records(records - seen_records)
+            state.metrics.audit_gaps(gaps - seen_gaps)
+            self._audit_seen = (records, gaps)
+        state.metrics.set_audit_queue_depth(stats["queued"])
 
     def _publish_jwt_cache(self) -> None:
         # The caches count per request; the shared counters take the difference once a tick.
@@ -212,7 +249,11 @@ class Worker:
             detail["workers_without_keys"] = ready - with_keys
             if self.policy is not None and self.policy.not_ready():
                 detail["keys"] = self.policy.not_ready()
-        return ready > 0 and with_keys == ready and not stopping, detail
+        writer_ok = True
+        if self.audit is not None:
+            writer_ok = self.audit.shared.writer_pid != 0
+            detail["audit_writer"] = "serving" if writer_ok else "unavailable"
+        return ready > 0 and with_keys == ready and writer_ok and not stopping, detail
 
     def _metrics(self) -> bytes:
         """Every process's counters summed (fastproxy.metrics), then this worker's own view."""
