@@ -613,8 +613,34 @@ class ClientConnection(asyncio.Protocol):
         metrics = self.state.metrics
         if metrics is not None:
             metrics.request(self.state.unmatched_row, exc.status, False, 0.0)
-        request_id = self.reading.request_id if self.reading and self.reading.request_id else None
-        self.write_response(error_response(exc.status, request_id or self.state.new_request_id(), close=True))
+        reading = self.reading
+        request_id = (
+            reading.request_id if reading and reading.request_id else None
+        ) or self.state.new_request_id()
+        self.write_response(error_response(exc.status, request_id, close=True))
+        audit = self.state.audit
+        if audit is not None:
+            # A request that broke the protocol is audited too, with what was read of it: its
+            # head when it was complete (a body too large, too slow), else nothing of it.
+            head = reading.head if reading is not None else None
+            audit.submit(
+                request_id,
+                self.peer,
+                head.method if head is not None else "",
+                head.path if head is not None else "",
+                None,
+                None,
+                None,
+                "deny",
+                exc.reason,
+                "enforce",
+                exc.status,
+                None,
+                0.0,
+                reading.bytes_in if reading is not None else 0,
+                0,
+                0,
+            )
 
     def on_deadline(self) -> None:
         kind = self.deadline_kind
