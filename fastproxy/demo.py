@@ -93,6 +93,10 @@ admin_listen = "127.0.0.1:{admin_port}"
 max_body_bytes = 10485760
 header_timeout = 10.0
 
+[audit]
+path = "audit.jsonl"             # next to this file; one hash-chained line per answered request
+flush_interval = 0.05
+
 [upstreams.demo]
 url = "http://127.0.0.1:{upstream_port}"
 pool_size = 64
@@ -287,6 +291,11 @@ Masking (owner.email, ssn and items[*].card.number; the auditor role sees them):
   curl -s {base}/json -H "Authorization: Bearer $READER"    # "***" in place of each
   curl -s {base}/json -H "x-api-key: $KEY"                  # the same for the API key
   curl -s {base}/json -H "Authorization: Bearer $AUDITOR"   # the raw document
+
+Audit and metrics:
+  tail -n 3 {workdir}/audit.jsonl             # one record per answer: decision, reason, principal
+  fastproxy audit verify {workdir}/audit.jsonl   # the hash chain, sequences and gaps
+  curl -s http://127.0.0.1:{admin_port}/metrics | grep fastproxy_requests_total   # summed over workers
 
 Ctrl-C stops the demo.""",
             flush=True,

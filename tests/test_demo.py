@@ -67,6 +67,7 @@ def test_demo_serves_and_stops_on_ctrl_c() -> None:
         # Ctrl-C reaches the whole foreground process group.
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=15) == 0
+        _check_audit(text)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -171,3 +172,19 @@ def _check_masking(text: str, port: int) -> None:
         assert status == 200, body
         assert orjson.loads(body) == document
         assert headers["Content-Length"] == str(len(body))
+
+
+def _check_audit(text: str) -> None:
+    """After the stop, the audit file the demo names holds every answer, and verifies."""
+    match = re.search(r"fastproxy audit verify (\S+)", text)
+    assert match is not None, "no audit verify line printed"
+    path = match.group(1)
+    with open(path, "rb") as f:
+        records = [line for line in f if b'"request_id"' in line]
+    assert len(records) >= 10  # what the checks above asked for
+    assert b"Bearer" not in b"".join(records)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    verify = subprocess.run(
+        [sys.executable, "-m", "fastproxy", "audit", "verify", path], capture_output=True, env=env, timeout=30
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
