@@ -17,6 +17,7 @@ PASSTHROUGH = {
     "fastproxy-jwt": "fastproxy-bearer",
     "fastproxy-limited": "fastproxy",
     "fastproxy-masked": "fastproxy-json",
+    "fastproxy-full": "fastproxy",
 }
 
 # (column header, summary key, format); a figure that does not apply (None) prints as "-".

@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 from bench import report
+from bench.haproxy import HaproxyJwtTarget, haproxy_version
 from bench.measure import Measurement, measure
 from bench.nginx import NginxProxy, NginxUpstream, nginx_path, nginx_version
 from bench.process import ServerError
@@ -36,6 +37,7 @@ from bench.targets import (
     FloorTarget,
     Target,
     fastproxy_bearer,
+    fastproxy_full,
     fastproxy_json,
     fastproxy_masked,
 )
@@ -49,6 +51,8 @@ TARGETS: dict[str, Callable[[Target], Target]] = {
     "fastproxy-bearer": fastproxy_bearer,
     "fastproxy-jwt": FastproxyJwtTarget,
     "fastproxy-limited": FastproxyLimitedTarget,
+    "fastproxy-full": fastproxy_full,
+    "haproxy-jwt": HaproxyJwtTarget,
     "fastproxy-json": fastproxy_json,
     "fastproxy-masked": fastproxy_masked,
     "floor": FloorTarget,
@@ -89,7 +93,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--targets",
         type=_target_list,
-        default=list(TARGETS),
+        default=["direct", "nginx", "fastproxy", "fastproxy-full", "haproxy-jwt"],
         help=f"comma-separated, from {','.join(TARGETS)}",
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results", help="results directory")
@@ -217,6 +221,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "versions": {
             "python": platform.python_version(),
             "nginx": nginx_version(),
+            "haproxy": haproxy_version(),
             "wrk": wrk_version(),
             "git": _git_revision(),
         },

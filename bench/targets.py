@@ -216,11 +216,26 @@ class FastproxyJwtTarget(FastproxyTarget):
     ready_path = "__ready"
 
     def __init__(
-        self, upstream: Target, *, name: str = "fastproxy-jwt", workers: int = 1, policy: bool = True
+        self,
+        upstream: Target,
+        *,
+        name: str = "fastproxy-jwt",
+        workers: int = 1,
+        policy: bool = True,
+        full: bool = False,
     ) -> None:
         super().__init__(upstream, name=name, workers=workers)
         self._token = ""
         self._route = 'identity = ["jwt:bench"]\nroles_any = ["reader"]' if policy else "public = true"
+        self._extra = ""
+        if full:
+            # The full policy: also a per-user rate limit (that never limits) and every request
+            # audited, fsync'd in batches, the route failing closed without the audit.
+            self._route += '\nrate_limit = "per-user"\naudit = "fail_closed"'
+            self._extra = (
+                '[rate_limits.per-user]\nkey = "principal"\nrate = 100000000\nburst = 1000\n\n'
+                '[audit]\npath = "audit.jsonl"\nfsync = true\n'
+            )
 
     def command(self, workdir: Path, port: int) -> list[str]:
         from cryptography.hazmat.primitives import serialization
@@ -254,6 +269,8 @@ issuer = "https://idp.bench/"
 audience = ["bench"]
 algorithms = ["RS256"]
 jwks_file = "jwks.json"
+
+{self._extra}
 
 [[routes]]
 name = "ready"
@@ -367,6 +384,11 @@ def fastproxy_json(upstream: Target) -> Target:
 
 def fastproxy_masked(upstream: Target) -> Target:
     return FastproxyJsonTarget(upstream, name="fastproxy-masked", masked=True)
+
+
+def fastproxy_full(upstream: Target) -> Target:
+    """Cached RS256 JWT + role check + rate limit + audit with fsync batching."""
+    return FastproxyJwtTarget(upstream, name="fastproxy-full", full=True)
 
 
 def fastproxy_bearer(upstream: Target) -> Target:
