@@ -89,3 +89,65 @@ def test_hash_key_refuses_an_empty_stdin() -> None:
     result = fastproxy("hash-key", stdin=b"\n")
     assert result.returncode == 2
     assert result.stderr == b"fastproxy hash-key: no key on stdin\n"
+
+
+def _audit_lines(count: int) -> list[bytes]:
+    from fastproxy.audit.chain import Chain
+    from fastproxy.audit.record import RecordEncoder
+
+    encoder = RecordEncoder("b00700000000beef", 1, lambda: 1_795_834_800_123_456_000)
+    records = [encoder.worker_start(1, 42)]
+    records += [
+        encoder.request(
+            seq, f"req-{seq}", "203.0.113.7", "GET", "/a", "r", "alice", "jwt:corp", "allow", "ok",
+            "enforce", None, 200, "api", 1.0, 0, 10, 0,
+        )
+        for seq in range(2, count + 1)
+    ]  # fmt: skip
+    lines: list[bytes] = []
+    Chain().extend(records, lines)
+    return lines
+
+
+def test_audit_verify_passes_good_files_in_order(tmp_path: Path) -> None:
+    lines = _audit_lines(10)
+    (tmp_path / "audit.jsonl.1").write_bytes(b"".join(lines[:4]))
+    (tmp_path / "audit.jsonl").write_bytes(b"".join(lines[4:]))
+    result = fastproxy("audit", "verify", str(tmp_path / "audit.jsonl.1"), str(tmp_path / "audit.jsonl"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    head = orjson.loads(lines[-1])["hash"]
+    assert result.stdout.decode() == (
+        "ok: 10 records in 2 files (from its start): 9 requests, 0 gap records accounting for 0 lost, "
+        f"1 markers, 1 worker streams; head {head}\n"
+    )
+    kept_head = fastproxy(
+        "audit", "verify", "--head", head, str(tmp_path / "audit.jsonl.1"), str(tmp_path / "audit.jsonl")
+    )
+    assert kept_head.returncode == 0
+
+
+def test_audit_verify_names_the_first_bad_file_and_line(tmp_path: Path) -> None:
+    lines = _audit_lines(10)
+    first, second = tmp_path / "audit.jsonl.1", tmp_path / "audit.jsonl"
+    first.write_bytes(b"".join(lines[:4]))
+    second.write_bytes(b"".join(lines[4:6] + lines[7:]))  # line 3 of the second file removed
+    result = fastproxy("audit", "verify", str(first), str(second))
+    assert result.returncode == 1
+    assert result.stdout.decode() == (
+        f"fastproxy audit verify: {second}:3: prev is not the hash of the line before: "
+        "a line was inserted, removed or reordered here\n"
+    )
+    second.write_bytes(b"".join(lines[4:]) + b'{"v":1,"ts":"2026')
+    truncated = fastproxy("audit", "verify", str(first), str(second))
+    assert truncated.returncode == 1 and f"{second}:7: truncated".encode() in truncated.stdout
+
+
+def test_audit_verify_usage_errors_exit_2(tmp_path: Path) -> None:
+    missing = fastproxy("audit", "verify", str(tmp_path / "nope.jsonl"))
+    assert missing.returncode == 2
+    assert (
+        missing.stderr.decode()
+        == f"fastproxy audit verify: cannot read {tmp_path / 'nope.jsonl'}: No such file or directory\n"
+    )
+    assert fastproxy("audit", "verify").returncode == 2
+    assert fastproxy("audit").returncode == 2

@@ -45,7 +45,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from fastproxy.audit.batcher import Batcher
+from fastproxy.audit.batcher import QUEUE_BYTES_MAX, Batcher
 from fastproxy.audit.protocol import ACK, FLUSH, WELCOME, ProtocolError, decode_seq, encode_hello
 from fastproxy.audit.record import RecordEncoder
 from fastproxy.audit.shared import ASSIGNED, DROPPED, PID, QUEUED, WORKER, AuditShared
@@ -70,6 +70,7 @@ class AuditClient:
         batch_max: int,
         flush_interval: float,
         queue_max: int | None = None,
+        queue_bytes_max: int = QUEUE_BYTES_MAX,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.loop = loop
@@ -79,7 +80,9 @@ class AuditClient:
         self.worker = shared.get(slot, WORKER)
         self.flush_interval = flush_interval
         self.encoder = RecordEncoder(shared.boot, self.worker, clock)
-        self.batcher = Batcher(self.encoder, batch_max, queue_max or max(16 * batch_max, 1024))
+        self.batcher = Batcher(
+            self.encoder, batch_max, queue_max or max(16 * batch_max, 1024), queue_bytes_max
+        )
         self.pid = 0
         self._base = shared.base(slot)
         self._words = shared.words

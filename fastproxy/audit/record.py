@@ -81,24 +81,29 @@ class RequestRecord(msgspec.Struct, gc=False, omit_defaults=True):
 class RecordEncoder:
     """Encodes the records of one (boot, worker) stream; ``clock`` returns nanoseconds since the epoch."""
 
-    __slots__ = ("_encode", "_prefix", "_second", "boot", "clock", "worker")
+    __slots__ = ("_base", "_encode", "_first", "_next", "_prefix", "boot", "clock", "worker")
 
     def __init__(self, boot: str, worker: int, clock: Callable[[], int] = time.time_ns) -> None:
         self.boot = boot
         self.worker = worker
         self.clock = clock
         self._encode = msgspec.json.Encoder().encode
-        self._second = -1
+        # The current second, in microseconds: [_first, _next), and its formatted prefix.
+        self._first = self._next = self._base = 0
         self._prefix = ""
 
     def timestamp(self) -> str:
         """Now as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; the part up to the second is formatted once a second."""
-        now = self.clock()
-        second = now // 1_000_000_000
-        if second != self._second:
-            self._second = second
+        us = self.clock() // 1000
+        if not self._first <= us < self._next:
+            second = us // 1_000_000
+            self._first = second * 1_000_000
+            self._next = self._first + 1_000_000
+            self._base = self._first - 1_000_000
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
-        return f"{self._prefix}{now // 1000 % 1_000_000:06d}Z"
+        # us - _base is 1ffffff: seven digits whose last six are the microseconds, zero-padded
+        # (cheaper than a format specification, measured).
+        return self._prefix + str(us - self._base)[1:] + "Z"
 
     def request(
         self,
@@ -142,7 +147,7 @@ class RecordEncoder:
             mode,
             status,
             upstream,
-            round(latency_ms, 3),
+            int(latency_ms * 1000.0 + 0.5) / 1000.0,  # to the microsecond; round() costs twice as much
             bytes_in,
             bytes_out,
             masked,

@@ -381,8 +381,8 @@ class Sequencer:
 
 class _Conn:
     __slots__ = (
-        "accepted", "ack_due", "closed", "pid", "slot", "sock", "stream", "touched", "welcome_due",
-        "welcomed", "writing",
+        "accepted", "ack_due", "closed", "gone", "pid", "slot", "sock", "stream", "touched",
+        "welcome_due", "welcomed", "writing",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, now: float) -> None:
@@ -397,6 +397,7 @@ class _Conn:
         self.ack_due = 0  # an acknowledgement not sent yet (the socket was full)
         self.writing = False  # waiting for room to send it
         self.closed = False
+        self.gone = False  # it cannot take acknowledgements any more (closed its end)
 
 
 class _Writer:
@@ -531,6 +532,10 @@ class _Writer:
                 size, _, flags, _ = conn.sock.recvmsg_into([self._buffer])
             except (BlockingIOError, InterruptedError):
                 return
+            except ConnectionResetError:
+                # The worker closed (or died) with acknowledgements unread. Linux reports that
+                # once, before the batches it sent: read on to its end.
+                continue
             except OSError:
                 self._close(conn)
                 return
@@ -626,8 +631,8 @@ class _Writer:
             if conn.welcome_due:
                 conn.welcome_due = False
                 conn.welcomed = True
-                # A fresh socket has room for this; if not, the worker is broken: close.
-                if self._send(conn, encode_seq(WELCOME, self.sequencer.known(conn.stream))) is False:
+                # A fresh socket has room for this; if not, the worker is broken or gone.
+                if not self._send(conn, encode_seq(WELCOME, self.sequencer.known(conn.stream))):
                     self._close(conn)
                 elif self.stopping:
                     self._send(conn, FLUSH)
@@ -648,22 +653,28 @@ class _Writer:
         """Send the latest acknowledgement due; a full socket keeps it for when there is room
         (only the latest matters: it covers the ones before)."""
         sent = self._send(conn, encode_seq(ACK, conn.ack_due)) if conn.ack_due else True
-        if sent:
+        if sent is not False:
             conn.ack_due = 0
-        if conn.closed or bool(sent) != conn.writing:
+        if conn.closed or (sent is False) == conn.writing:
             return
-        conn.writing = not sent
+        conn.writing = sent is False
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.writing else 0)
         self.selector.modify(conn.sock, events, conn)
 
     def _send(self, conn: _Conn, message: bytes) -> bool | None:
-        """Send a control message: True, False if the socket is full, None if it broke (closed)."""
+        """Send a control message: True, False if the socket is full, None if the worker is gone.
+
+        A gone worker's connection stays open: the batches it sent before it closed are still
+        to be read, up to the end of the connection.
+        """
+        if conn.gone:
+            return None
         try:
             conn.sock.send(message, socket.MSG_NOSIGNAL)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:
-            self._close(conn)
+            conn.gone = True
             return None
         return True
 

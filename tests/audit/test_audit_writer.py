@@ -42,7 +42,7 @@ from fastproxy.audit import (
 )
 from fastproxy.audit.protocol import ACK, WELCOME, encode_batch, encode_hello, encode_seq
 from fastproxy.audit.record import RecordEncoder
-from fastproxy.audit.shared import FREE, STATE
+from fastproxy.audit.shared import FREE, STATE, WRITTEN
 from fastproxy.config.schema import AuditSettings
 
 SECRET = "tok-3f9a-NEVER-IN-A-LOG"
@@ -483,3 +483,29 @@ def test_a_batch_written_but_never_acknowledged_is_not_written_twice(
     seqs = [r["seq"] for r in read_records(path) if r.get("worker") == worker]
     assert seqs == list(range(1, 9))
     assert verify_files([str(path)]).requests == 7
+
+
+def test_batches_of_a_worker_that_closed_with_acks_unread_are_all_written(
+    tmp_path: Path, shared: AuditShared, endpoint: WriterEndpoint, writers: Callable[..., WriterProcess]
+) -> None:
+    # Linux reports such a close to the reader as ECONNRESET before the data, and to the writer's
+    # next acknowledgement as EPIPE: neither may cost the batches still queued in the socket.
+    slot, worker = shared.claim()
+    encoder = RecordEncoder(BOOT, worker, Clock())
+    records = [encoder.worker_start(1, 1)] + [request(encoder, seq, seq) for seq in range(2, 31)]
+    writer = writers(settings_for(tmp_path))
+    writer.start()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        sock.settimeout(10)
+        sock.connect(endpoint.address)
+        sock.send(encode_hello(slot, worker, os.getpid(), BOOT))
+        assert sock.recv(64) == encode_seq(WELCOME, 0)
+        sock.send(encode_batch(1, 10, records[:10]))
+        wait_for(lambda: shared.get(slot, WRITTEN) == 10, what="the first batch")  # its ack: unread
+        sock.send(encode_batch(11, 20, records[10:20]))
+        sock.send(encode_batch(21, 30, records[20:]))
+    shared.worker_exited(slot)
+    wait_for(lambda: shared.get(slot, STATE) == FREE, what="the writer's accounting")
+    assert writer.stop() == 0
+    seqs = [r["seq"] for r in read_records(tmp_path / "audit.jsonl") if r.get("worker") == worker]
+    assert seqs == list(range(1, 31))

@@ -1,0 +1,193 @@
+"""Figures for the bench: the audit's cost in a worker and the writer's throughput.
+
+``python -m fastproxy.audit.measure [DIRECTORY]`` prints them; bench/ may call the functions.
+
+- :func:`encode_cost`: microseconds to number and encode one request record (``RecordEncoder``).
+- :func:`submit_cost`: microseconds per ``AuditClient.submit`` on a uvloop loop with a writer taking
+  the batches (batching, sends and acknowledgements included) — the audit's cost per request in a
+  worker.
+- :func:`writer_throughput`: records per second a real writer process commits, fed by ``feeders``
+  processes that send pre-encoded batches as fast as the sockets take them (the encoding is not
+  counted: it happens in the workers). With ``fsync`` each commit is fdatasync'ed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+
+from fastproxy.audit.client import AuditClient
+from fastproxy.audit.protocol import encode_batch, encode_hello
+from fastproxy.audit.record import RecordEncoder
+from fastproxy.audit.shared import AuditShared
+from fastproxy.audit.writer import WriterEndpoint, run_writer
+from fastproxy.config.schema import AuditSettings
+
+__all__ = ["encode_cost", "submit_cost", "writer_throughput"]
+
+_FIELDS = (
+    "203.0.113.7", "GET", "/api/orders/7", "orders-read", "alice", "jwt:corp", "allow", "ok", "enforce",
+)  # fmt: skip
+
+
+def encode_cost(count: int = 50_000, rounds: int = 5) -> float:
+    """The best of ``rounds`` runs (a busy box adds noise, never speed)."""
+    encoder = RecordEncoder("0123456789abcdef", 1)
+    request = encoder.request
+    ip, method, path, route, principal, auth, decision, reason, mode = _FIELDS
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for seq in range(count):
+            request(
+                seq, b"4f1c2a9e0b7d-1a2b", ip, method, path, route, principal, auth, decision, reason,
+                mode, None, 200, "api", 1.92, 0, 734, 2,
+            )  # fmt: skip
+        best = min(best, time.perf_counter() - start)
+    return best / count * 1e6
+
+
+def submit_cost(directory: str, count: int = 50_000, rounds: int = 5) -> float:
+    """Microseconds per submit with a writer (fsync off) taking the batches, as in a worker:
+    the loop runs between bursts of 64 submits, so sends and acknowledgements are counted too."""
+    import uvloop
+
+    shared = AuditShared.create(slots=1)
+    endpoint = WriterEndpoint.create()
+    settings = AuditSettings(path=os.path.join(directory, "submit.jsonl"), fsync=False, rotate_bytes=1 << 40)
+    writer = _fork_writer(settings, endpoint, shared)
+    slot, _ = shared.claim()
+    best = float("inf")
+
+    async def main() -> None:
+        nonlocal best
+        client = AuditClient(
+            asyncio.get_running_loop(), endpoint.address, shared, slot, batch_max=512, flush_interval=0.05,
+            queue_max=count + 10, queue_bytes_max=1 << 40,  # a burst may outrun the writer: keep it all
+        )  # fmt: skip
+        client.start()
+        while not client.available:
+            await asyncio.sleep(0.01)
+        submit = client.submit
+        ip, method, path, route, principal, auth, decision, reason, mode = _FIELDS
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for n in range(count):
+                submit(
+                    b"4f1c2a9e0b7d-1a2b", ip, method, path, route, principal, auth, decision, reason, mode,
+                    200, "api", 1.92, 0, 734, 2,
+                )  # fmt: skip
+                if not n & 63:
+                    await asyncio.sleep(0)
+            best = min(best, time.perf_counter() - start)
+            await client.drain(10)
+        client.close()
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
+    finally:
+        _stop(writer)
+        endpoint.close()
+        shared.close()
+    return best / count * 1e6
+
+
+def _fork_writer(settings: AuditSettings, endpoint: WriterEndpoint, shared: AuditShared) -> int:
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            status = run_writer(settings, endpoint, shared)
+        finally:
+            os._exit(status)
+    while shared.writer_pid != pid:
+        time.sleep(0.01)
+    return pid
+
+
+def _stop(pid: int) -> None:
+    os.kill(pid, signal.SIGTERM)
+    os.waitpid(pid, 0)
+
+
+def writer_throughput(directory: str, records: int = 400_000, fsync: bool = True, feeders: int = 4) -> float:
+    """Records per second committed by a writer process (see the module's docstring)."""
+    shared = AuditShared.create(slots=feeders)
+    endpoint = WriterEndpoint.create()
+    settings = AuditSettings(path=os.path.join(directory, "audit.jsonl"), fsync=fsync, rotate_bytes=1 << 40)
+    writer = _fork_writer(settings, endpoint, shared)
+    per_feeder = records // feeders
+    go_r, go_w = os.pipe()
+    pids = []
+    for _ in range(feeders):
+        slot, worker = shared.claim()
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                os.close(go_w)
+                _feed(endpoint.address, shared.boot, slot, worker, per_feeder, go_r)
+                status = 0
+            finally:
+                os._exit(status)
+        pids.append(pid)
+    os.close(go_r)
+    base = shared.stats().written
+    time.sleep(0.5)  # the feeders encode their batches before the start
+    start = time.perf_counter()
+    os.close(go_w)  # go
+    total = base + feeders * per_feeder
+    while shared.stats().written < total:
+        time.sleep(0.001)
+    elapsed = time.perf_counter() - start
+    for pid in pids:
+        os.waitpid(pid, 0)
+    _stop(writer)
+    endpoint.close()
+    shared.close()
+    return feeders * per_feeder / elapsed
+
+
+def _feed(address: str | bytes, boot: str, slot: int, worker: int, count: int, go: int) -> None:
+    encoder = RecordEncoder(boot, worker)
+    ip, method, path, route, principal, auth, decision, reason, mode = _FIELDS
+    batches = []
+    for first in range(1, count + 1, 256):
+        last = min(count, first + 255)
+        batch = [
+            encoder.request(
+                seq, f"req-{seq}", ip, method, path, route, principal, auth, decision, reason, mode,
+                None, 200, "api", 1.92, 0, 734, 2,
+            )
+            for seq in range(first, last + 1)
+        ]  # fmt: skip
+        batches.append(encode_batch(first, last, batch))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        sock.connect(address)
+        sock.send(encode_hello(slot, worker, os.getpid(), boot))
+        sock.recv(64)  # welcome
+        os.read(go, 1)  # returns at EOF: the parent closed its end
+        for message in batches:
+            sock.send(message)
+
+
+def main(argv: list[str]) -> int:
+    directory = argv[1] if len(argv) > 1 else None
+    print(f"encode: {encode_cost():.2f} us/record")
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        print(f"submit: {submit_cost(tmp):.2f} us/record (worker side: batching, sending, acks)")
+        for fsync in (True, False):
+            rate = writer_throughput(tmp, fsync=fsync)
+            print(f"writer: {rate:,.0f} records/s with fsync={'on' if fsync else 'off'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
