@@ -396,7 +396,9 @@ class ClientConnection(asyncio.Protocol):
             exchange.reason,
             route.settings.mode if route is not None else "enforce",
             exchange.status,
-            route.upstream.name if route is not None and exchange.allowed else None,
+            # The upstream called, whether it answered or failed (502, 504); None when the
+            # proxy answered before calling one.
+            route.upstream.name if route is not None and exchange.upstream_head else None,
             (monotonic() - exchange.started) * 1000.0,
             exchange.bytes_in,
             exchange.bytes_out,
@@ -617,30 +619,26 @@ class ClientConnection(asyncio.Protocol):
         request_id = (
             reading.request_id if reading and reading.request_id else None
         ) or self.state.new_request_id()
-        self.write_response(error_response(exc.status, request_id, close=True))
+        response = error_response(exc.status, request_id, close=True)
+        self.write_response(response)
         audit = self.state.audit
-        if audit is not None:
-            # A request that broke the protocol is audited too, with what was read of it: its
-            # head when it was complete (a body too large, too slow), else nothing of it.
-            head = reading.head if reading is not None else None
-            audit.submit(
-                request_id,
-                self.peer,
-                head.method if head is not None else "",
-                head.path if head is not None else "",
-                None,
-                None,
-                None,
-                "deny",
-                exc.reason,
-                "enforce",
-                exc.status,
-                None,
-                0.0,
-                reading.bytes_in if reading is not None else 0,
-                0,
-                0,
-            )
+        if audit is None:
+            return
+        if reading is not None:
+            # Its head was read (the error is in its body, or it is too slow): the record says
+            # what is known of it, as for any other answer: route, principal, upstream called.
+            reading.request_id = request_id
+            reading.status = exc.status
+            reading.allowed = False
+            reading.reason = exc.reason
+            reading.bytes_out = len(response)
+            self._audit(reading)
+            return
+        # The head itself broke the protocol: nothing of it is believed.
+        audit.submit(
+            request_id, self.peer, "", "", None, None, None, "deny", exc.reason, "enforce", exc.status,
+            None, 0.0, 0, len(response), 0,
+        )  # fmt: skip
 
     def on_deadline(self) -> None:
         kind = self.deadline_kind

@@ -185,6 +185,7 @@ class Worker:
         try:
             if not await state.audit.drain(self.config.server.graceful_timeout):
                 log.warning("worker %d: the audit writer did not acknowledge every record", self.pid)
+            self._publish_audit()  # what the drain got written counts too
         finally:
             state.audit.close()
             loop.stop()
@@ -194,7 +195,11 @@ class Worker:
         if state is None or state.metrics is None or state.audit is None:
             return
         stats = state.audit.stats()
-        records, gaps = stats["records"], stats["dropped"]
+        # Written: what the writer acknowledged. Every record kept and every gap record made
+        # stays queued until then, so a record held during a writer outage is not counted yet,
+        # and one a killed worker held never is (the writer's gap record accounts for it).
+        records = stats["records"] + stats["gaps"] - stats["queued"]
+        gaps = stats["dropped"]
         seen_records, seen_gaps = self._audit_seen
         if records != seen_records or gaps != seen_gaps:
             state.metrics.audit_records(records - seen_records)
