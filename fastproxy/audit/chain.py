@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from binascii import hexlify
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +68,7 @@ def seal(record: bytes, prev: bytes) -> tuple[bytes, bytes]:
     ``record`` must be a JSON object with at least one member; the line ends with ``\\n``.
     """
     body = b'%s,"prev":"%s"}' % (record[:-1], prev)
-    digest = hashlib.sha256(body).hexdigest().encode()
+    digest = hexlify(hashlib.sha256(body).digest())
     return b'%s,"hash":"%s"}\n' % (body[:-1], digest), digest
 
 
@@ -85,7 +86,7 @@ class Chain:
         append = out.append
         for record in records:
             body = b'%s,"prev":"%s"}' % (record[:-1], prev)
-            prev = sha256(body).hexdigest().encode()
+            prev = hexlify(sha256(body).digest())  # lowercase hex, as bytes: cheaper than hexdigest()
             append(b'%s,"hash":"%s"}\n' % (body[:-1], prev))
         self.head = prev
 

@@ -78,13 +78,19 @@ def decode_batch(message: bytes) -> tuple[int, int, list[bytes]]:
     if message[:1] != BATCH or len(message) <= 1 + _BATCH.size:
         raise ProtocolError("expected a batch")
     first, last = _BATCH.unpack_from(message, 1)
-    records = message[1 + _BATCH.size :].split(b"\n")
+    payload = message[1 + _BATCH.size :]
+    records = payload.split(b"\n")
     if not 0 < first <= last or last - first + 1 < len(records):
         raise ProtocolError("batch seqs do not cover its records")
-    for record in records:
-        # The chain appends members before the closing brace: each must be a non-empty object.
-        if len(record) < 3 or record[:2] != b'{"' or record[-1:] != b"}":
-            raise ProtocolError("batch holds something that is not a JSON object")
+    # The chain appends members before each record's closing brace: every record must look like
+    # a non-empty object. Checked over the whole payload at once (a loop costs 0.5 us a record).
+    if (
+        payload[:2] != b'{"'
+        or payload[-1:] != b"}"
+        or payload.count(b'}\n{"') != len(records) - 1
+        or b"\n\n" in payload
+    ):
+        raise ProtocolError("batch holds something that is not a JSON object")
     return first, last, records
 
 

@@ -75,7 +75,7 @@ from fastproxy.audit.protocol import (
     encode_seq,
 )
 from fastproxy.audit.record import format_timestamp, gap_record, writer_marker
-from fastproxy.audit.shared import ASSIGNED, LIVE, STATE, WORKER, WRITTEN, AuditShared
+from fastproxy.audit.shared import ASSIGNED, DEAD, LIVE, STATE, WORKER, WRITTEN, AuditShared
 from fastproxy.config.schema import AuditSettings
 
 __all__ = [
@@ -566,7 +566,8 @@ class _Writer:
         slot, worker, pid, boot = decode_hello(message)
         if boot != self.boot or not 0 <= slot < self.shared.slots:
             raise ProtocolError("hello names another boot or no slot")
-        if self.shared.get(slot, WORKER) != worker or self.shared.get(slot, STATE) != LIVE:
+        # DEAD too: a worker may die between its hello and the writer reading it.
+        if self.shared.get(slot, WORKER) != worker or self.shared.get(slot, STATE) not in (LIVE, DEAD):
             raise ProtocolError(f"hello names slot {slot}, which is not worker {worker}'s")
         for other in list(self.conns.values()):
             if other is not conn and other.slot == slot:
@@ -609,7 +610,7 @@ class _Writer:
         ts = format_timestamp(self.clock())
         self._add([writer_marker(ts, self.boot, event, self.pid, **extra)], markers=1)
 
-    def _commit(self, durable: bool) -> None:
+    def _commit(self, durable: bool, may_rotate: bool = True) -> None:
         if self.lines:
             self.file.append(b"".join(self.lines))
             if durable:
@@ -640,14 +641,14 @@ class _Writer:
                 conn.ack_due = self.sequencer.known(conn.stream)
                 self._send_ack(conn)
             conn.touched = False
-        if self.file.size >= self.settings.rotate_bytes:
+        if may_rotate and self.file.size >= self.settings.rotate_bytes:
             self._rotate()
 
     def _rotate(self) -> None:
         rotated = self.file.rotate(self.clock(), durable=self.settings.fsync)
         log.info("audit writer %d: rotated %s to %s", self.pid, self.file.path, rotated)
         self._marker("rotate", previous=os.path.basename(rotated))
-        self._commit(durable=True)
+        self._commit(durable=True, may_rotate=False)  # even if the marker alone reaches rotate_bytes
 
     def _send_ack(self, conn: _Conn) -> None:
         """Send the latest acknowledgement due; a full socket keeps it for when there is room

@@ -509,3 +509,25 @@ def test_batches_of_a_worker_that_closed_with_acks_unread_are_all_written(
     assert writer.stop() == 0
     seqs = [r["seq"] for r in read_records(tmp_path / "audit.jsonl") if r.get("worker") == worker]
     assert seqs == list(range(1, 31))
+
+
+def test_a_rotate_size_smaller_than_a_record_rotates_every_commit_without_looping(
+    tmp_path: Path, shared: AuditShared, endpoint: WriterEndpoint, writers: Callable[..., WriterProcess]
+) -> None:
+    settings = settings_for(tmp_path, rotate_bytes=1)
+    writer = writers(settings)
+    writer.start()
+
+    async def main() -> None:
+        c = client(shared, endpoint, settings)
+        c.start()
+        for n in range(3):
+            submit(c, n)
+            assert await c.drain(10)
+        c.close()
+
+    run(main)
+    assert writer.stop() == 0
+    files = audit_files(tmp_path / "audit.jsonl")
+    assert verify_files([str(p) for p in files]).requests == 3
+    assert all(read_records(p)[0]["event"] == "rotate" for p in files[1:])
