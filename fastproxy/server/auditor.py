@@ -75,9 +75,12 @@ class AuditSupervisor:
         self.failures = 0
         self.stopping = False
 
-    def reconcile(self, fork_child: Callable[[Callable[[], int]], int]) -> None:
-        """Start the writer when none runs and its backoff has passed (not while stopping)."""
-        if self.pid or self.stopping or time.monotonic() < self.next_start:
+    def reconcile(self, fork_child: Callable[[Callable[[], int]], int], now: bool = False) -> None:
+        """Start the writer when none runs and its backoff has passed (``now``: regardless).
+
+        Never once it was told to stop: the stop is the last thing the writer does.
+        """
+        if self.pid or self.stopping or (not now and time.monotonic() < self.next_start):
             return
         self.pid = fork_child(self._run)
         self.started = time.monotonic()
@@ -86,12 +89,12 @@ class AuditSupervisor:
     def _run(self) -> int:
         return run_writer(self.settings, self.endpoint, self.shared, drain_timeout=self.drain_timeout)
 
-    def exited(self, code: int, restart: bool = True) -> None:
-        """The master reaped the writer; ``restart`` is False once the master itself is stopping."""
+    def exited(self, code: int) -> None:
+        """The master reaped the writer; the next starts after a backoff (at once while the
+        master stops and workers still drain: see reconcile)."""
         self.shared.writer_exited()
         self.pid = 0
-        if self.stopping or not restart:
-            self.stopping = True
+        if self.stopping:
             log.info("audit writer exited (%d)", code)
             return
         lived = time.monotonic() - self.started

@@ -91,6 +91,7 @@ class Exchange:
         "masked",
         "pending_body",
         "reason",
+        "recorded",
         "request_done",
         "request_id",
         "response_done",
@@ -132,6 +133,7 @@ class Exchange:
         self.ctx: RequestContext | None = None  # what the stages learned (principal, ...)
         self.bytes_in = 0  # request body bytes read
         self.bytes_out = 0  # response bytes written to the client
+        self.recorded = False  # counted and audited (once, however it ended)
 
     def retryable(self) -> bool:
         return not self.retried and not self.head.has_body and self.head.method in _IDEMPOTENT
@@ -191,6 +193,11 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
         self.closing = self.lost = True
+        active = self.active
+        if active is not None and active.response_started and not active.recorded:
+            # The client left in the middle of its response: what was sent is on record.
+            active.reason = "client_gone"
+            self._record(active)
         for exchange in (self.active, self.reading, *self.queue):
             if exchange is not None and exchange.upstream is not None:
                 exchange.upstream.abort()
@@ -518,6 +525,9 @@ class ClientConnection(asyncio.Protocol):
         """The response cannot be completed: close, so the client sees it was cut short."""
         log.warning("request %s: response cut short: %s", exchange.request_id.decode(), reason)
         exchange.upstream = None
+        if exchange.response_started:
+            exchange.reason = reason  # the status already went out; the record says why it ends
+            self._record(exchange)
         self._close(abort=True)
 
     def pause_for_upstream(self) -> None:
@@ -558,7 +568,11 @@ class ClientConnection(asyncio.Protocol):
         if close and exchange is self.active:
             self._close()
 
-    def _finish(self, exchange: Exchange) -> None:
+    def _record(self, exchange: Exchange) -> None:
+        """Count and audit an exchange once, as it ends (answered, or cut short)."""
+        if exchange.recorded:
+            return
+        exchange.recorded = True
         state = self.state
         metrics = state.metrics
         if metrics is not None:
@@ -571,6 +585,9 @@ class ClientConnection(asyncio.Protocol):
             )
         if state.audit is not None:
             self._audit(exchange)
+
+    def _finish(self, exchange: Exchange) -> None:
+        self._record(exchange)
         self.active = None
         if exchange.keep_alive and self.queue and not self.lost:
             # Pipelined requests read before the connection began to close are still answered.

@@ -154,6 +154,9 @@ class Master:
             while True:
                 self._reap()
                 if self.stopping:
+                    if self.audit is not None and self.workers:
+                        # The workers' drains need a writer: start one at once if none runs.
+                        self.audit.reconcile(lambda body: self._fork_child(body, writer=True), now=True)
                     if not self.workers:
                         # The audit writer goes last: it commits what the workers drained.
                         if self.audit is None or not self.audit.pid:
@@ -215,7 +218,7 @@ class Master:
             if pid == 0:
                 return
             if self.audit is not None and pid == self.audit.pid:
-                self.audit.exited(os.waitstatus_to_exitcode(status), restart=not self.stopping)
+                self.audit.exited(os.waitstatus_to_exitcode(status))
                 continue
             record = self.workers.pop(pid, None)
             if record is None:

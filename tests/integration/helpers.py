@@ -56,6 +56,14 @@ def pid_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
+def is_audit_writer(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip() == "fastproxy-audit"
+    except OSError:
+        return False
+
+
 def children_of(pid: int) -> list[int]:
     """Live child pids of ``pid`` (zombies not yet reaped are left out)."""
     try:
@@ -349,8 +357,11 @@ class Proxy:
         return self.log_path.read_text(errors="replace")
 
     def worker_pids(self) -> list[int]:
-        """The master's live children: exactly its workers in this release."""
-        return children_of(self.pid)
+        """The master's live children but the audit writer (named fastproxy-audit): its workers."""
+        return [pid for pid in children_of(self.pid) if not is_audit_writer(pid)]
+
+    def audit_writer_pid(self) -> int | None:
+        return next((pid for pid in children_of(self.pid) if is_audit_writer(pid)), None)
 
     def readyz(self) -> tuple[int, dict[str, Any]] | None:
         try:
