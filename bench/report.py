@@ -18,6 +18,7 @@ PASSTHROUGH = {
     "fastproxy-limited": "fastproxy",
     "fastproxy-masked": "fastproxy-json",
     "fastproxy-full": "fastproxy",
+    "fastproxy-audit": "fastproxy",
 }
 
 # (column header, summary key, format); a figure that does not apply (None) prints as "-".

@@ -386,6 +386,41 @@ def fastproxy_masked(upstream: Target) -> Target:
     return FastproxyJsonTarget(upstream, name="fastproxy-masked", masked=True)
 
 
+class FastproxyAuditTarget(FastproxyTarget):
+    """The plain fastproxy route with every request audited (fsync'd batches): the audit's cost."""
+
+    def command(self, workdir: Path, port: int) -> list[str]:
+        authority = self._upstream.url.rstrip("/")
+        (workdir / "fastproxy.toml").write_text(
+            f"""\
+[server]
+listen = ["127.0.0.1:{port}"]
+workers = {self.workers}
+admin_listen = "off"
+log_level = "warning"
+
+[upstreams.bench]
+url = "{authority}"
+
+[audit]
+path = "audit.jsonl"
+fsync = true
+
+[[routes]]
+name = "api"
+path = "/*"
+upstream = "bench"
+public = true
+audit = "fail_closed"
+"""
+        )
+        return [sys.executable, "-m", "fastproxy", "run", "--config", str(workdir / "fastproxy.toml")]
+
+
+def fastproxy_audit(upstream: Target) -> Target:
+    return FastproxyAuditTarget(upstream, name="fastproxy-audit")
+
+
 def fastproxy_full(upstream: Target) -> Target:
     """Cached RS256 JWT + role check + rate limit + audit with fsync batching."""
     return FastproxyJwtTarget(upstream, name="fastproxy-full", full=True)
@@ -419,6 +454,6 @@ class FloorTarget(ServerTarget):
 
 
 def _is_audit_writer(pid: int) -> bool:
+    # The writer names itself (prctl) "fastproxy-audit"; its command line is the master's.
     stat = procstat.read_stat(pid)
-    names = f"{stat.comm if stat else ''} {procstat.cmdline(pid)}".lower()
-    return "audit" in names or "writer" in names
+    return stat is not None and stat.comm == "fastproxy-audit"
