@@ -31,8 +31,6 @@ from bench.targets import (
     REPO_ROOT,
     DevserverUpstream,
     DirectTarget,
-    FastproxyJwtTarget,
-    FastproxyLimitedTarget,
     FastproxyTarget,
     FloorTarget,
     Target,
@@ -40,6 +38,8 @@ from bench.targets import (
     fastproxy_bearer,
     fastproxy_full,
     fastproxy_json,
+    fastproxy_jwt,
+    fastproxy_limited,
     fastproxy_masked,
 )
 from bench.wrk import WrkError, wrk_path, wrk_version
@@ -50,8 +50,8 @@ TARGETS: dict[str, Callable[[Target], Target]] = {
     "nginx": NginxProxy,
     "fastproxy": FastproxyTarget,
     "fastproxy-bearer": fastproxy_bearer,
-    "fastproxy-jwt": FastproxyJwtTarget,
-    "fastproxy-limited": FastproxyLimitedTarget,
+    "fastproxy-jwt": fastproxy_jwt,
+    "fastproxy-limited": fastproxy_limited,
     "fastproxy-full": fastproxy_full,
     "fastproxy-audit": fastproxy_audit,
     "haproxy-jwt": HaproxyJwtTarget,

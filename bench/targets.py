@@ -203,41 +203,87 @@ class FastproxyTarget(ServerTarget):
         return self.workers
 
 
-class FastproxyJwtTarget(FastproxyTarget):
-    """fastproxy with a route that needs an RS256 JWT and a role: the cached-token path.
+class FastproxyConfigTarget(FastproxyTarget):
+    """``fastproxy run --config``: one route "api" over everything, with what a scenario adds.
 
-    Every request carries the same token, so after the first one it is a verified-token cache
-    hit; the benchmark measures what authentication and the role check cost on top of
-    passthrough. The signing key, JWKS, token and config are made in the target's workdir.
-    With ``policy=False`` the same requests, token included, go through a public route: the
-    passthrough that isolates what checking the token costs from what carrying it costs.
+    ``sections`` are TOML tables before the routes (an issuer, a limit, a mask, the audit);
+    ``route`` the lines of the "api" route after its path and upstream. Subclasses prepare
+    files in the workdir (keys, tokens) in :meth:`prepare`.
     """
 
-    ready_path = "__ready"
+    ready_path = "__ready"  # public, whatever the "api" route asks for
 
     def __init__(
-        self,
-        upstream: Target,
-        *,
-        name: str = "fastproxy-jwt",
-        workers: int = 1,
-        policy: bool = True,
-        full: bool = False,
+        self, upstream: Target, *, name: str, sections: str = "", route: str = "public = true"
     ) -> None:
-        super().__init__(upstream, name=name, workers=workers)
-        self._token = ""
-        self._route = 'identity = ["jwt:bench"]\nroles_any = ["reader"]' if policy else "public = true"
-        self._extra = ""
-        if full:
-            # The full policy: also a per-user rate limit (that never limits) and every request
-            # audited, fsync'd in batches, the route failing closed without the audit.
-            self._route += '\nrate_limit = "per-user"\naudit = "fail_closed"'
-            self._extra = (
-                '[rate_limits.per-user]\nkey = "principal"\nrate = 100000000\nburst = 1000\n\n'
-                '[audit]\npath = "audit.jsonl"\nfsync = true\n'
-            )
+        super().__init__(upstream, name=name)
+        self.sections = sections
+        self.route = route
+
+    def prepare(self, workdir: Path) -> None:
+        """Files the configuration refers to."""
 
     def command(self, workdir: Path, port: int) -> list[str]:
+        self.prepare(workdir)
+        authority = self._upstream.url.rstrip("/")
+        (workdir / "fastproxy.toml").write_text(
+            f"""\
+[server]
+listen = ["127.0.0.1:{port}"]
+workers = {self.workers}
+admin_listen = "off"
+log_level = "warning"
+
+[upstreams.bench]
+url = "{authority}"
+
+{self.sections}
+
+[[routes]]
+name = "ready"
+path = "/{self.ready_path}"
+upstream = "bench"
+public = true
+
+[[routes]]
+name = "api"
+path = "/*"
+upstream = "bench"
+{self.route}
+"""
+        )
+        return [sys.executable, "-m", "fastproxy", "run", "--config", str(workdir / "fastproxy.toml")]
+
+
+_ISSUER = """\
+[identity.jwt.bench]
+issuer = "https://idp.bench/"
+audience = ["bench"]
+algorithms = ["RS256"]
+jwks_file = "jwks.json"
+"""
+_JWT_ROUTE = 'identity = ["jwt:bench"]\nroles_any = ["reader"]'
+# A rate limit that never limits here: every request pays for a decision and is admitted.
+_GENEROUS = 'key = "{key}"\nrate = 100000000\nburst = 1000\n'
+_AUDIT = '[audit]\npath = "audit.jsonl"\nfsync = true\n'
+
+
+class FastproxyJwtTarget(FastproxyConfigTarget):
+    """Every request carries the same RS256 JWT (after the first, a verified-token cache hit).
+
+    The signing key, JWKS and token are made in the workdir. The route decides what is checked:
+    a role (``fastproxy-jwt``), nothing (``fastproxy-bearer``, the same requests through a
+    public route: it isolates what checking the token costs from what carrying it costs), or
+    the full policy (``fastproxy-full``).
+    """
+
+    def __init__(
+        self, upstream: Target, *, name: str, sections: str = _ISSUER, route: str = _JWT_ROUTE
+    ) -> None:
+        super().__init__(upstream, name=name, sections=sections, route=route)
+        self._token = ""
+
+    def prepare(self, workdir: Path) -> None:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -252,95 +298,13 @@ class FastproxyJwtTarget(FastproxyTarget):
             pem, sub="bench-user", roles=["reader"], ttl=86400, aud="bench", iss="https://idp.bench/",
             now=time.time(), kid="bench",
         ).decode()  # fmt: skip
-        authority = self._upstream.url.rstrip("/")
-        (workdir / "fastproxy.toml").write_text(
-            f"""\
-[server]
-listen = ["127.0.0.1:{port}"]
-workers = {self.workers}
-admin_listen = "off"
-log_level = "warning"
-
-[upstreams.bench]
-url = "{authority}"
-
-[identity.jwt.bench]
-issuer = "https://idp.bench/"
-audience = ["bench"]
-algorithms = ["RS256"]
-jwks_file = "jwks.json"
-
-{self._extra}
-
-[[routes]]
-name = "ready"
-path = "/{self.ready_path}"
-upstream = "bench"
-public = true
-
-[[routes]]
-name = "api"
-path = "/*"
-upstream = "bench"
-{self._route}
-"""
-        )
-        return [sys.executable, "-m", "fastproxy", "run", "--config", str(workdir / "fastproxy.toml")]
 
     def request_headers(self) -> list[str]:
         return [f"Authorization: Bearer {self._token}"]
 
 
-class FastproxyLimitedTarget(FastproxyTarget):
-    """fastproxy with a rate limit on its one route that never limits: what a decision costs.
-
-    The limit counts by client address (every wrk connection shares one bucket) with a rate far
-    above what this box can send, so every request is admitted and carries RateLimit-* headers;
-    the same requests as the plain ``fastproxy`` target, which is its passthrough.
-    """
-
-    def __init__(self, upstream: Target, *, name: str = "fastproxy-limited", workers: int = 1) -> None:
-        super().__init__(upstream, name=name, workers=workers)
-
-    def command(self, workdir: Path, port: int) -> list[str]:
-        authority = self._upstream.url.rstrip("/")
-        (workdir / "fastproxy.toml").write_text(
-            f"""\
-[server]
-listen = ["127.0.0.1:{port}"]
-workers = {self.workers}
-admin_listen = "off"
-log_level = "warning"
-
-[upstreams.bench]
-url = "{authority}"
-
-[rate_limits.generous]
-key = "ip"
-rate = 100000000
-burst = 1000
-
-[[routes]]
-name = "api"
-path = "/*"
-upstream = "bench"
-public = true
-rate_limit = "generous"
-"""
-        )
-        return [sys.executable, "-m", "fastproxy", "run", "--config", str(workdir / "fastproxy.toml")]
-
-
-class FastproxyJsonTarget(FastproxyTarget):
-    """fastproxy on a route answering about 1 KB of JSON, with or without a mask on it.
-
-    The pair measures masking: the same requests and responses, the mask (3 paths, 7 values
-    replaced) the only difference. ``request_path`` is the upstream's 1 KB document.
-    """
-
-    def __init__(self, upstream: Target, *, name: str, masked: bool, workers: int = 1) -> None:
-        super().__init__(upstream, name=name, workers=workers)
-        self.masked = masked
+class FastproxyJsonTarget(FastproxyConfigTarget):
+    """About 1 KB of JSON per response (the upstream's ``JSON_1K_PATH``), masked or not."""
 
     @property
     def request_path(self) -> str:  # type: ignore[override]
@@ -348,87 +312,58 @@ class FastproxyJsonTarget(FastproxyTarget):
 
         return JSON_1K_PATH.lstrip("/")
 
-    def command(self, workdir: Path, port: int) -> list[str]:
-        from bench.nginx import MASK_FIELDS
 
-        authority = self._upstream.url.rstrip("/")
-        fields = ", ".join(f'"{field}"' for field in MASK_FIELDS)
-        (workdir / "fastproxy.toml").write_text(
-            f"""\
-[server]
-listen = ["127.0.0.1:{port}"]
-workers = {self.workers}
-admin_listen = "off"
-log_level = "warning"
+def _mask_section() -> str:
+    from bench.nginx import MASK_FIELDS
 
-[upstreams.bench]
-url = "{authority}"
-
-[masks.pii]
-fields = [{fields}]
-
-[[routes]]
-name = "api"
-path = "/*"
-upstream = "bench"
-public = true
-{'mask = "pii"' if self.masked else ""}
-"""
-        )
-        return [sys.executable, "-m", "fastproxy", "run", "--config", str(workdir / "fastproxy.toml")]
+    return "[masks.pii]\nfields = [" + ", ".join(f'"{field}"' for field in MASK_FIELDS) + "]\n"
 
 
-def fastproxy_json(upstream: Target) -> Target:
-    return FastproxyJsonTarget(upstream, name="fastproxy-json", masked=False)
-
-
-def fastproxy_masked(upstream: Target) -> Target:
-    return FastproxyJsonTarget(upstream, name="fastproxy-masked", masked=True)
-
-
-class FastproxyAuditTarget(FastproxyTarget):
-    """The plain fastproxy route with every request audited (fsync'd batches): the audit's cost."""
-
-    def command(self, workdir: Path, port: int) -> list[str]:
-        authority = self._upstream.url.rstrip("/")
-        (workdir / "fastproxy.toml").write_text(
-            f"""\
-[server]
-listen = ["127.0.0.1:{port}"]
-workers = {self.workers}
-admin_listen = "off"
-log_level = "warning"
-
-[upstreams.bench]
-url = "{authority}"
-
-[audit]
-path = "audit.jsonl"
-fsync = true
-
-[[routes]]
-name = "api"
-path = "/*"
-upstream = "bench"
-public = true
-audit = "fail_closed"
-"""
-        )
-        return [sys.executable, "-m", "fastproxy", "run", "--config", str(workdir / "fastproxy.toml")]
-
-
-def fastproxy_audit(upstream: Target) -> Target:
-    return FastproxyAuditTarget(upstream, name="fastproxy-audit")
-
-
-def fastproxy_full(upstream: Target) -> Target:
-    """Cached RS256 JWT + role check + rate limit + audit with fsync batching."""
-    return FastproxyJwtTarget(upstream, name="fastproxy-full", full=True)
+def fastproxy_jwt(upstream: Target) -> Target:
+    """A cached RS256 JWT and a role check (against fastproxy-bearer)."""
+    return FastproxyJwtTarget(upstream, name="fastproxy-jwt")
 
 
 def fastproxy_bearer(upstream: Target) -> Target:
     """fastproxy-jwt's requests, token included, through a public route (its passthrough)."""
-    return FastproxyJwtTarget(upstream, name="fastproxy-bearer", policy=False)
+    return FastproxyJwtTarget(upstream, name="fastproxy-bearer", route="public = true")
+
+
+def fastproxy_full(upstream: Target) -> Target:
+    """Cached RS256 JWT + role check + rate limit + audit with fsync batching (against fastproxy)."""
+    limit = "[rate_limits.per-user]\n" + _GENEROUS.format(key="principal")
+    route = _JWT_ROUTE + '\nrate_limit = "per-user"\naudit = "fail_closed"'
+    return FastproxyJwtTarget(
+        upstream, name="fastproxy-full", sections=f"{_ISSUER}\n{limit}\n{_AUDIT}", route=route
+    )
+
+
+def fastproxy_limited(upstream: Target) -> Target:
+    """A rate limit by client address that never limits (against fastproxy)."""
+    return FastproxyConfigTarget(
+        upstream,
+        name="fastproxy-limited",
+        sections="[rate_limits.generous]\n" + _GENEROUS.format(key="ip"),
+        route='public = true\nrate_limit = "generous"',
+    )
+
+
+def fastproxy_audit(upstream: Target) -> Target:
+    """Every request audited, fsync'd batches, the route failing closed (against fastproxy)."""
+    return FastproxyConfigTarget(
+        upstream, name="fastproxy-audit", sections=_AUDIT, route='public = true\naudit = "fail_closed"'
+    )
+
+
+def fastproxy_json(upstream: Target) -> Target:
+    return FastproxyJsonTarget(upstream, name="fastproxy-json", sections=_mask_section())
+
+
+def fastproxy_masked(upstream: Target) -> Target:
+    """fastproxy-json with 7 values masked in each response (against fastproxy-json)."""
+    return FastproxyJsonTarget(
+        upstream, name="fastproxy-masked", sections=_mask_section(), route='public = true\nmask = "pii"'
+    )
 
 
 class FloorTarget(ServerTarget):
