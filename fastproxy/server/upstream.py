@@ -477,7 +477,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.masking = None
         if reusable:
             self.reused = True
-            self.resume_reading()
+            if self.reading_paused:  # rarely: only when the client was slow to read
+                self.resume_reading()
             self.pool.release(self)
         else:
             self.close()
