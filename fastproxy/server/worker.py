@@ -29,6 +29,7 @@ from fastproxy.server.upstream import UpstreamPool
 from fastproxy.stages.build import PolicyRuntime
 
 if TYPE_CHECKING:
+    from fastproxy.audit import AuditStats
     from fastproxy.metrics import SharedMetrics
     from fastproxy.ratelimit._gcra import Table
     from fastproxy.server.auditor import WorkerAudit
@@ -265,6 +266,8 @@ class Worker:
         state = self.state
         connections = len(state.connections) if state is not None else 0
         summed = render(self.metrics) if self.metrics is not None else b""
+        if self.audit is not None:
+            summed += _audit_totals(self.audit.shared.stats())
         return summed + (
             b"# HELP fastproxy_workers_ready Workers that report ready.\n"
             b"# TYPE fastproxy_workers_ready gauge\n"
@@ -273,3 +276,21 @@ class Worker:
             b"# TYPE fastproxy_worker_connections gauge\n"
             b"fastproxy_worker_connections %d\n" % (self.heartbeats.ready_count(), connections)
         )
+
+
+def _audit_totals(stats: AuditStats) -> bytes:
+    """What the writer accounts for (the table every process shares): written, lost, commits."""
+    return (
+        b"# HELP fastproxy_audit_written_total Audit records the writer wrote and synced.\n"
+        b"# TYPE fastproxy_audit_written_total counter\n"
+        b"fastproxy_audit_written_total %d\n"
+        b"# HELP fastproxy_audit_lost_total Audit records lost with a worker that died, in gap records.\n"
+        b"# TYPE fastproxy_audit_lost_total counter\n"
+        b"fastproxy_audit_lost_total %d\n"
+        b"# HELP fastproxy_audit_commits_total Batches the audit writer committed.\n"
+        b"# TYPE fastproxy_audit_commits_total counter\n"
+        b"fastproxy_audit_commits_total %d\n"
+        b"# HELP fastproxy_audit_writer_up Whether an audit writer is serving.\n"
+        b"# TYPE fastproxy_audit_writer_up gauge\n"
+        b"fastproxy_audit_writer_up %d\n" % (stats.written, stats.lost, stats.commits, stats.writer_up)
+    )

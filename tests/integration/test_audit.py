@@ -854,6 +854,7 @@ def test_a_killed_worker_leaves_a_gap_record_for_what_it_had_not_sent(
     assert (record["worker"], record["seq"], record["gap"]) == (*worker, 9, 3)
     assert not set(ids[7:]) & set(by_id(lines_of(audit_path)))
     wait_for(lambda: ready(proxy) and victim not in worker_pids(proxy), 15, "the respawned worker")
+    assert metric(proxy.admin_port, "fastproxy_audit_lost_total") == 3
     after = [get(proxy, f"/open/after-{n}")[0] for n in range(3)]
     stop(proxy)
     wait_records(after, audit_path, timeout=0)
