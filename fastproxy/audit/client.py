@@ -161,6 +161,7 @@ class AuditClient:
         bytes_out: int,
         masked: int,
         would_deny: str | None = None,
+        mask_skipped: str | None = None,
     ) -> bool:
         """Audit one answered request; False if it was dropped (queue full; a gap record says so).
 
@@ -175,7 +176,7 @@ class AuditClient:
         try:
             record = self.encoder.request(
                 seq, request_id, client_ip, method, path, route, principal, auth, decision, reason,
-                mode, would_deny, status, upstream, latency_ms, bytes_in, bytes_out, masked,
+                mode, would_deny, status, upstream, latency_ms, bytes_in, bytes_out, masked, mask_skipped,
             )  # fmt: skip
         except Exception:
             # A caller's bug must not leave a hole in the numbering: the seq joins the next gap.

@@ -75,6 +75,7 @@ class RequestRecord(msgspec.Struct, gc=False, omit_defaults=True):
     bytes_out: int
     masked: int
     would_deny: str | None = None  # written only on shadow-mode denials
+    mask_skipped: str | None = None  # why a masked route's response went out unmasked
     truncated: bool = False
 
 
@@ -125,6 +126,7 @@ class RecordEncoder:
         bytes_in: int,
         bytes_out: int,
         masked: int,
+        mask_skipped: str | None = None,
     ) -> bytes:
         if type(request_id) is bytes:
             # Request ids are checked ASCII (or made by the worker); msgspec would base64 bytes.
@@ -152,6 +154,7 @@ class RecordEncoder:
             bytes_out,
             masked,
             would_deny,
+            mask_skipped,
         )
         try:
             data = self._encode(record)

@@ -411,6 +411,7 @@ class ClientConnection(asyncio.Protocol):
             exchange.bytes_out,
             exchange.masked,
             ctx.would_deny if ctx is not None else None,
+            exchange.mask_skipped or None,
         )
 
     def _credentials(self, head: RequestHead) -> list[tuple[bytes, bytes]]:

@@ -88,3 +88,11 @@ def test_records_are_what_orjson_writes_for_the_parsed_object() -> None:
     for n, latency in enumerate([0.0, 0.001, 1.92, 12345.678, 99999999.999]):
         data = request(encoder, n + 1, n, latency_ms=latency, path="/é\u2028\x7f\x1f")
         assert orjson.dumps(orjson.loads(data)) == data
+
+
+def test_mask_skipped_appears_only_when_a_masked_route_sent_its_response_unmasked() -> None:
+    encoder = RecordEncoder(BOOT, 1, Clock())
+    assert "mask_skipped" not in orjson.loads(request(encoder, 1))
+    record = orjson.loads(request(encoder, 2, masked=0, mask_skipped="too_large"))
+    assert record["mask_skipped"] == "too_large"
+    assert list(record)[-1] == "mask_skipped"  # after the SPEC's fields, before prev and hash
