@@ -13,6 +13,7 @@ __all__ = [
     "parse_address",
     "parse_networks",
     "parse_upstream_url",
+    "unmapped",
 ]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -65,6 +66,16 @@ def parse_networks(cidrs: list[str]) -> tuple[Network, ...]:
         except ValueError:
             raise ValueError(f"not an IP network: {cidr!r}") from None
     return tuple(networks)
+
+
+def unmapped(ip: str) -> str:
+    """An IPv4-mapped IPv6 address (how a dual-stack listener sees an IPv4 peer) as that IPv4
+    address, so that IP rules, rate-limit keys and the audit see one client however it came."""
+    try:
+        mapped = ipaddress.IPv6Address(ip).ipv4_mapped
+    except ValueError:
+        return ip
+    return str(mapped) if mapped is not None else ip
 
 
 def in_networks(ip: str, networks: tuple[Network, ...]) -> bool:

@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol
 
+from fastproxy.net import unmapped
+
 if TYPE_CHECKING:
     from fastproxy.http.request import RequestHead
 
@@ -67,7 +69,8 @@ class RequestContext:
 
     def __init__(self, head: RequestHead, client_ip: str, request_id: bytes) -> None:
         self.head = head
-        self.client_ip = client_ip
+        # Every stage sees the client as IPv4 when it is one (only IPv6 forms start with ':').
+        self.client_ip = unmapped(client_ip) if client_ip[:1] == ":" else client_ip
         self.request_id = request_id
         self.upstream_headers: list[tuple[bytes, bytes]] = []
 

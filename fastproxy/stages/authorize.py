@@ -35,8 +35,7 @@ class IpRules:
             address = ipaddress.ip_address(ctx.client_ip)
         except ValueError:
             return IP_DENIED  # a Unix-socket peer, say: no address to allow
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        # An IPv4-mapped client is already its IPv4 address (RequestContext sees to it).
         for network in self.deny:
             if address in network:
                 return IP_DENIED

@@ -50,9 +50,8 @@ class RateLimitStage:
         self._shown_limit = spec.shown_limit
 
     def check(self, ctx: RequestContext) -> Decision:
-        ip = ctx.client_ip
-        # The common case of the common key without a call; the rest (and mapped IPv4) in _value.
-        value = ip.encode() if self._by_ip and ip[:7] != "::ffff:" else self._value(ctx)
+        # The common key without a call; an IPv4-mapped client is already IPv4 (RequestContext).
+        value = ctx.client_ip.encode() if self._by_ip else self._value(ctx)
         status, remaining, reset_ns, retry_ns = self.table.decide(
             self._prefix + value, self.interval_ns, self.burst
         )
@@ -85,12 +84,7 @@ class RateLimitStage:
         if key == "principal":
             return _caller(ctx)
         if key == "ip":
-            ip = ctx.client_ip
-            if ip[:7] == "::ffff:" and ":" not in ip[7:]:
-                # An IPv4 client seen through a dual-stack listener (the form the socket gives)
-                # is its IPv4 address, as for the IP rules: one bucket however it connects.
-                ip = ip[7:]
-            return ip.encode()
+            return ctx.client_ip.encode()
         if key == "api_key":
             auth = ctx.auth or ""
             if auth.startswith("api_key:"):
