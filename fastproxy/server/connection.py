@@ -630,33 +630,31 @@ class ClientConnection(asyncio.Protocol):
         self._close()
 
     def _answer_error(self, exc: ProtocolError) -> None:
-        metrics = self.state.metrics
-        if metrics is not None:
-            metrics.request(self.state.unmatched_row, exc.status, False, 0.0)
         reading = self.reading
         request_id = (
             reading.request_id if reading and reading.request_id else None
         ) or self.state.new_request_id()
         response = error_response(exc.status, request_id, close=True)
         self.write_response(response)
-        audit = self.state.audit
-        if audit is None:
-            return
         if reading is not None:
-            # Its head was read (the error is in its body, or it is too slow): the record says
-            # what is known of it, as for any other answer: route, principal, upstream called.
+            # Its head was read (the error is in its body, or it is too slow): counted and
+            # audited as any other answer, with its route, principal and upstream called.
             reading.request_id = request_id
             reading.status = exc.status
             reading.allowed = False
             reading.reason = exc.reason
             reading.bytes_out = len(response)
-            self._audit(reading)
+            self._record(reading)
             return
         # The head itself broke the protocol: nothing of it is believed.
-        audit.submit(
-            request_id, self.peer, "", "", None, None, None, "deny", exc.reason, "enforce", exc.status,
-            None, 0.0, 0, len(response), 0,
-        )  # fmt: skip
+        state = self.state
+        if state.metrics is not None:
+            state.metrics.request(state.unmatched_row, exc.status, False, 0.0)
+        if state.audit is not None:
+            state.audit.submit(
+                request_id, self.peer, "", "", None, None, None, "deny", exc.reason, "enforce", exc.status,
+                None, 0.0, 0, len(response), 0,
+            )  # fmt: skip
 
     def on_deadline(self) -> None:
         kind = self.deadline_kind
