@@ -317,7 +317,7 @@ class ClientConnection(asyncio.Protocol):
             self._reject(exchange, 404, "no_route")
             return
         exchange.route = route
-        extra: list[tuple[bytes, bytes]] = []
+        ctx = None
         if route.stages:
             client_ip = self.peer if not self.peer_trusted else self._client_ip(head)
             ctx = RequestContext(head, client_ip, exchange.request_id)
@@ -327,22 +327,28 @@ class ClientConnection(asyncio.Protocol):
                 if isinstance(decision, Rejection):
                     self._reject(exchange, decision.status, decision.reason, decision.headers)
                 else:
-                    state.loop.create_task(self._decide_later(exchange, ctx, decision))
+                    state.loop.create_task(self._decide_later(exchange, route, ctx, decision))
                 return
+        self._admit(exchange, route, ctx)
+
+    def _admit(self, exchange: Exchange, route: Route, ctx: RequestContext | None) -> None:
+        """The stages (if any) let the request through: take what they added, then forward."""
+        head = exchange.head
+        extra: list[tuple[bytes, bytes]] = []
+        if ctx is not None:
             if ctx.would_deny is not None:
                 self._log_shadow(exchange, ctx)
             exchange.response_extra = ctx.response_headers
-            if route.mask is not None and route.mask.applies_to(ctx.roles):
-                exchange.mask = route.mask
             extra = ctx.upstream_headers
-        elif route.mask is not None:
-            exchange.mask = route.mask  # a public route: no role to be exempt by
+        # A public route has no roles to be exempt by.
+        if route.mask is not None and (ctx is None or route.mask.applies_to(ctx.roles)):
+            exchange.mask = route.mask
         if route.forward_credentials and (head.authorization is not None or head.api_key is not None):
             extra = [*extra, *self._credentials(head)]
         self._forward(exchange, route, extra)
 
     async def _decide_later(
-        self, exchange: Exchange, ctx: RequestContext, pending: Awaitable[Rejection | None]
+        self, exchange: Exchange, route: Route, ctx: RequestContext, pending: Awaitable[Rejection | None]
     ) -> None:
         try:
             decision = await pending
@@ -354,17 +360,7 @@ class ClientConnection(asyncio.Protocol):
         if decision is not None:
             self._reject(exchange, decision.status, decision.reason, decision.headers)
             return
-        route = exchange.route
-        assert route is not None
-        if ctx.would_deny is not None:
-            self._log_shadow(exchange, ctx)
-        exchange.response_extra = ctx.response_headers
-        if route.mask is not None and route.mask.applies_to(ctx.roles):
-            exchange.mask = route.mask
-        extra = ctx.upstream_headers
-        if route.forward_credentials:
-            extra = [*extra, *self._credentials(exchange.head)]
-        self._forward(exchange, route, extra)
+        self._admit(exchange, route, ctx)
 
     @staticmethod
     def _unmaskable_asks_removed(
