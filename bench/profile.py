@@ -32,9 +32,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
     parser.add_argument("--top", type=int, default=30, help="frames to print per table")
     parser.add_argument("--native", action="store_true", help="include C frames (slower sampling)")
-    parser.add_argument(
-        "--writer", action="store_true", help="sample the audit writer instead of the worker"
-    )
+    parser.add_argument("--writer", action="store_true", help="sample the audit writer instead of the worker")
     return parser.parse_args(argv)
 
 

@@ -46,6 +46,8 @@ __all__ = [
     "check_line",
     "scan_tail",
     "seal",
+    "seal_batch",
+    "seal_batch_reference",
     "span_of",
 ]
 
@@ -72,8 +74,35 @@ def seal(record: bytes, prev: bytes) -> tuple[bytes, bytes]:
     return b'%s,"hash":"%s"}\n' % (body[:-1], digest), digest
 
 
+def seal_batch_reference(payload: bytes, prev: bytes) -> tuple[bytes, bytes, int]:
+    """Chain the records of ``payload`` (JSON objects separated by ``\\n``) after ``prev``.
+
+    Returns the lines (each ending with ``\\n``), the new head and the number of records;
+    ValueError for a record that is not a non-empty object. The pure-Python twin of
+    ``fastproxy.audit._seal.seal``, which the writer uses (same bytes, same errors).
+    """
+    if not _HEX64.match(prev.decode("ascii", "replace")):
+        raise ValueError("prev is not 64 lowercase hex digits")
+    if not payload:
+        raise ValueError("empty batch")
+    records = payload.split(b"\n")
+    for index, record in enumerate(records, 1):
+        if len(record) < 3 or record[:2] != b'{"' or record[-1:] != b"}":
+            raise ValueError(f"record {index} of the batch is not a JSON object")
+    out: list[bytes] = []
+    chain = Chain(prev)
+    chain.extend(records, out)
+    return b"".join(out), chain.head, len(records)
+
+
+try:
+    from fastproxy.audit._seal import seal as seal_batch
+except ImportError:  # pragma: no cover - only without a compiler or OpenSSL's headers
+    seal_batch = seal_batch_reference
+
+
 class Chain:
-    """The running head of the chain; :meth:`extend` seals records in the order given."""
+    """The running head of the chain; :meth:`extend` and :meth:`seal` add records in order."""
 
     __slots__ = ("head",)
 
@@ -89,6 +118,11 @@ class Chain:
             prev = hexlify(sha256(body).digest())  # lowercase hex, as bytes: cheaper than hexdigest()
             append(b'%s,"hash":"%s"}\n' % (body[:-1], prev))
         self.head = prev
+
+    def seal(self, payload: bytes) -> tuple[bytes, int]:
+        """Chain a batch (records separated by ``\\n``): its lines and how many records it held."""
+        lines, self.head, count = seal_batch(payload, self.head)
+        return lines, count
 
 
 def canonical(line: bytes) -> bytes:

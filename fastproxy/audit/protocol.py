@@ -30,6 +30,7 @@ __all__ = [
     "WELCOME",
     "ProtocolError",
     "decode_batch",
+    "decode_batch_payload",
     "decode_hello",
     "decode_seq",
     "encode_batch",
@@ -75,23 +76,33 @@ def encode_batch(first: int, last: int, records: list[bytes]) -> bytes:
 
 def decode_batch(message: bytes) -> tuple[int, int, list[bytes]]:
     """(first seq, last seq, records); ProtocolError when it is not a well-formed batch."""
+    first, last, _, payload = decode_batch_payload(message)
+    return first, last, payload.split(b"\n")
+
+
+def decode_batch_payload(message: bytes) -> tuple[int, int, int, bytes]:
+    """(first seq, last seq, record count, the records as sent: separated by ``\\n``).
+
+    The writer chains the payload as it is (:func:`fastproxy.audit.chain.seal_batch`), without
+    splitting it into a list; ProtocolError when it is not a well-formed batch.
+    """
     if message[:1] != BATCH or len(message) <= 1 + _BATCH.size:
         raise ProtocolError("expected a batch")
     first, last = _BATCH.unpack_from(message, 1)
     payload = message[1 + _BATCH.size :]
-    records = payload.split(b"\n")
-    if not 0 < first <= last or last - first + 1 < len(records):
+    count = payload.count(b"\n") + 1
+    if not 0 < first <= last or last - first + 1 < count:
         raise ProtocolError("batch seqs do not cover its records")
     # The chain appends members before each record's closing brace: every record must look like
     # a non-empty object. Checked over the whole payload at once (a loop costs 0.5 us a record).
     if (
         payload[:2] != b'{"'
         or payload[-1:] != b"}"
-        or payload.count(b'}\n{"') != len(records) - 1
+        or payload.count(b'}\n{"') != count - 1
         or b"\n\n" in payload
     ):
         raise ProtocolError("batch holds something that is not a JSON object")
-    return first, last, records
+    return first, last, count, payload
 
 
 def encode_seq(kind: bytes, seq: int) -> bytes:

@@ -70,7 +70,7 @@ from fastproxy.audit.protocol import (
     MSG_CAP,
     WELCOME,
     ProtocolError,
-    decode_batch,
+    decode_batch_payload,
     decode_hello,
     encode_seq,
 )
@@ -339,13 +339,14 @@ class Sequencer:
             self.last[stream] = seq
 
     def admit(
-        self, stream: Stream, first: int, last: int, records: list[bytes], ts: str
+        self, stream: Stream, first: int, last: int, payload: bytes, ts: str
     ) -> tuple[list[bytes], int]:
-        """The records of a batch to write, in order, and how many seqs a "missing" gap covers.
+        """What of a batch to write, as payloads in order, and how many seqs a "missing" gap covers.
 
-        Records the file already has (seq at or below ``known``) are skipped: a batch sent again
-        after a writer restart. A batch that starts past ``known + 1`` leaves a hole no one can
-        fill any more; a gap record with reason "missing" accounts for it.
+        ``payload`` holds the batch's records separated by ``\\n``, and so does each payload
+        returned. Records the file already has (seq at or below ``known``) are skipped: a batch
+        sent again after a writer restart. A batch that starts past ``known + 1`` leaves a hole no
+        one can fill any more; a gap record with reason "missing" accounts for it.
         """
         known = self.last.get(stream, 0)
         if last <= known:
@@ -355,12 +356,12 @@ class Sequencer:
         if first > known + 1:
             lost = first - known - 1
             out.append(gap_record(ts, stream[0], stream[1], known + 1, lost, "missing"))
-            out.extend(records)
+            out.append(payload)
         elif first == known + 1:
-            out = records
+            out.append(payload)  # the common case: the batch as it came
         else:
             # Part of this batch is already written: find where, by each record's own seq.
-            for record in records:
+            for record in payload.split(b"\n"):
                 span = span_of(orjson.loads(record))
                 if span is None:
                     raise ProtocolError("a batch record has no seq")
@@ -578,9 +579,9 @@ class _Writer:
         conn.welcome_due = True
 
     def _batch(self, conn: _Conn, message: bytes) -> None:
-        first, last, records = decode_batch(message)
+        first, last, _, payload = decode_batch_payload(message)
         ts = format_timestamp(self.clock())
-        out, lost = self.sequencer.admit(conn.stream, first, last, records, ts)
+        out, lost = self.sequencer.admit(conn.stream, first, last, payload, ts)
         if lost:
             log.warning(
                 "audit writer: worker %d: %d records missing before seq %d", conn.stream[1], lost, first
@@ -598,12 +599,14 @@ class _Writer:
 
     # -- committing ---------------------------------------------------------------------------
 
-    def _add(self, records: list[bytes], lost: int = 0, markers: int = 0) -> None:
-        before = len(self.lines)
-        self.chain.extend(records, self.lines)
-        for line in self.lines[before:]:
-            self.lines_bytes += len(line)
-        self.records += len(records) - markers
+    def _add(self, payloads: list[bytes], lost: int = 0, markers: int = 0) -> None:
+        count = 0
+        for payload in payloads:
+            lines, n = self.chain.seal(payload)
+            self.lines.append(lines)
+            self.lines_bytes += len(lines)
+            count += n
+        self.records += count - markers
         self.lost += lost
 
     def _marker(self, event: str, **extra: str | int) -> None:

@@ -81,21 +81,27 @@ def test_protocol_messages_round_trip_and_bad_ones_are_refused() -> None:
         decode_hello(b"H\x00")
 
 
-def records(encoder: RecordEncoder, first: int, last: int) -> list[bytes]:
-    return [request(encoder, seq) for seq in range(first, last + 1)]
+def records(encoder: RecordEncoder, first: int, last: int) -> bytes:
+    """A batch's payload: the records of seqs first … last, separated by newlines."""
+    return b"\n".join(request(encoder, seq) for seq in range(first, last + 1))
+
+
+def seqs(payloads: list[bytes]) -> list[int]:
+    return [orjson.loads(r)["seq"] for p in payloads for r in p.split(b"\n")]
 
 
 def test_sequencer_writes_new_records_once() -> None:
     encoder = RecordEncoder(BOOT, 1, Clock())
     stream = (BOOT, 1)
     sequencer = Sequencer()
-    out, lost = sequencer.admit(stream, 1, 3, records(encoder, 1, 3), "ts")
-    assert len(out) == 3 and lost == 0 and sequencer.known(stream) == 3
+    batch = records(encoder, 1, 3)
+    out, lost = sequencer.admit(stream, 1, 3, batch, "ts")
+    assert out == [batch] and lost == 0 and sequencer.known(stream) == 3  # as it came
     # Sent again after a writer restart: already there.
     assert sequencer.admit(stream, 1, 3, records(encoder, 1, 3), "ts") == ([], 0)
     # Partly there: only the new part, found by each record's seq.
     out, lost = sequencer.admit(stream, 2, 5, records(encoder, 2, 5), "ts")
-    assert [orjson.loads(r)["seq"] for r in out] == [4, 5] and lost == 0
+    assert seqs(out) == [4, 5] and lost == 0
 
 
 def test_sequencer_accounts_for_a_hole_with_a_missing_gap_record() -> None:
@@ -106,4 +112,4 @@ def test_sequencer_accounts_for_a_hole_with_a_missing_gap_record() -> None:
     assert lost == 3
     gap = orjson.loads(out[0])
     assert (gap["seq"], gap["gap"], gap["reason"], gap["worker"]) == (5, 3, "missing", 2)
-    assert [orjson.loads(r)["seq"] for r in out[1:]] == [8, 9]
+    assert seqs(out[1:]) == [8, 9]

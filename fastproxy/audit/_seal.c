@@ -1,0 +1,136 @@
+/*
+ * fastproxy.audit._seal: the audit writer's hot loop, chaining a batch of records at once.
+ *
+ * seal(payload, prev) -> (lines, head, count)
+ *
+ * ``payload`` is one or more compact JSON objects separated by "\n" (a batch as a worker sends
+ * it); ``prev`` the 64 hex digits of the chain head. Every record becomes the line
+ *
+ *     <record without its "}">,"prev":"<prev>","hash":"<sha256 hex>"}\n
+ *
+ * where the hash covers the canonical form <record without "}">,"prev":"<prev>"} and becomes the
+ * next record's prev. Returns the lines concatenated, the new head and the number of records.
+ * fastproxy.audit.chain.seal_batch_reference is the pure-Python twin (same bytes, same errors);
+ * the module docstring of fastproxy.audit.chain defines the format.
+ *
+ * Why C: per record the Python loop costs about 2 us (two formatting passes, a hashlib object,
+ * hexlify); here one output buffer is written in place and SHA-256 is OpenSSL's own block
+ * function (SHA-NI where the CPU has it), without an EVP fetch per record.
+ */
+#define PY_SSIZE_T_CLEAN
+#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_Init & co: the one-shot EVP path fetches per call */
+#include <Python.h>
+#include <openssl/sha.h>
+#include <string.h>
+
+#define HEX_LEN 64
+static const char PREV_OPEN[] = ",\"prev\":\"";   /* before prev */
+static const char HASH_OPEN[] = "\",\"hash\":\""; /* after prev, before the hash */
+static const char LINE_END[] = "\"}\n";
+#define PREV_OPEN_LEN (sizeof(PREV_OPEN) - 1)
+#define HASH_OPEN_LEN (sizeof(HASH_OPEN) - 1)
+#define LINE_END_LEN (sizeof(LINE_END) - 1)
+/* What a line adds to its record: the record's "}" makes way for these. */
+#define LINE_EXTRA (PREV_OPEN_LEN + HEX_LEN + HASH_OPEN_LEN + HEX_LEN + LINE_END_LEN - 1)
+
+static const char HEX[] = "0123456789abcdef";
+
+static int is_hex64(const char *s, Py_ssize_t n) {
+    if (n != HEX_LEN)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+static PyObject *seal(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "seal(payload, prev) takes two arguments");
+        return NULL;
+    }
+    if (!PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "seal: payload and prev must be bytes");
+        return NULL;
+    }
+    const char *payload = PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    const char *prev = PyBytes_AS_STRING(args[1]);
+    if (!is_hex64(prev, PyBytes_GET_SIZE(args[1]))) {
+        PyErr_SetString(PyExc_ValueError, "prev is not 64 lowercase hex digits");
+        return NULL;
+    }
+    if (size == 0) {
+        PyErr_SetString(PyExc_ValueError, "empty batch");
+        return NULL;
+    }
+
+    /* First pass: count and check the records, so that the output is allocated once. */
+    Py_ssize_t count = 1;
+    for (const char *p = memchr(payload, '\n', size); p; p = memchr(p + 1, '\n', size - (p + 1 - payload)))
+        count++;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size - (count - 1) + count * (Py_ssize_t)LINE_EXTRA);
+    if (out == NULL)
+        return NULL;
+    char *w = PyBytes_AS_STRING(out);
+
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    char head[HEX_LEN];
+    memcpy(head, prev, HEX_LEN);
+    const char *record = payload;
+    const char *end = payload + size;
+    for (Py_ssize_t index = 0; index < count; index++) {
+        const char *nl = memchr(record, '\n', end - record);
+        const char *stop = nl ? nl : end;
+        Py_ssize_t len = stop - record;
+        /* Members are appended before the closing brace: each record must be a non-empty object. */
+        if (len < 3 || record[0] != '{' || record[1] != '"' || record[len - 1] != '}') {
+            Py_DECREF(out);
+            PyErr_Format(PyExc_ValueError, "record %zd of the batch is not a JSON object", index + 1);
+            return NULL;
+        }
+        char *line = w;
+        memcpy(w, record, len - 1);
+        w += len - 1;
+        memcpy(w, PREV_OPEN, PREV_OPEN_LEN);
+        w += PREV_OPEN_LEN;
+        memcpy(w, head, HEX_LEN);
+        w += HEX_LEN;
+        *w = '"';
+        /* The canonical form: the line so far, its closing quote, then "}". */
+        SHA256_CTX ctx;
+        SHA256_Init(&ctx);
+        SHA256_Update(&ctx, line, (size_t)(w + 1 - line));
+        SHA256_Update(&ctx, "}", 1);
+        SHA256_Final(digest, &ctx);
+        for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+            head[2 * i] = HEX[digest[i] >> 4];
+            head[2 * i + 1] = HEX[digest[i] & 15];
+        }
+        memcpy(w, HASH_OPEN, HASH_OPEN_LEN);
+        w += HASH_OPEN_LEN;
+        memcpy(w, head, HEX_LEN);
+        w += HEX_LEN;
+        memcpy(w, LINE_END, LINE_END_LEN);
+        w += LINE_END_LEN;
+        record = stop + 1;
+    }
+    PyObject *head_obj = PyBytes_FromStringAndSize(head, HEX_LEN);
+    if (head_obj == NULL) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return Py_BuildValue("(NNn)", out, head_obj, count);
+}
+
+static PyMethodDef methods[] = {
+    {"seal", (PyCFunction)(void (*)(void))seal, METH_FASTCALL,
+     "seal(payload, prev) -> (lines, head, count): chain the records of a batch after prev."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "fastproxy.audit._seal", "Chaining audit records in batches (see seal).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__seal(void) { return PyModule_Create(&module); }

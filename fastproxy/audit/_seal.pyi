@@ -1,0 +1,3 @@
+# The C twin of fastproxy.audit.chain.seal_batch_reference (see fastproxy/audit/_seal.c).
+
+def seal(payload: bytes, prev: bytes, /) -> tuple[bytes, bytes, int]: ...
