@@ -4,7 +4,8 @@ Debian's HAProxy 2.6 verifies RS256 tokens itself (``jwt_verify``, against a pub
 can count requests per subject in a stick table. This target does what fastproxy's full policy
 does: check the bearer token's signature, expiry and an authorization claim, count the subject's
 rate, forward over pooled connections. HAProxy verifies the signature on every request (it has no
-verified-token cache). Its one thread serves like one fastproxy worker.
+verified-token cache). Its `workers` are threads of one process (nbthread): one thread serves like
+one fastproxy worker.
 """
 
 import shutil
@@ -16,7 +17,7 @@ from bench.targets import ServerTarget, Target
 
 _CONF = """\
 global
-    nbthread 1
+    nbthread {threads}
     maxconn 8000
 defaults
     mode http
@@ -66,6 +67,7 @@ class HaproxyJwtTarget(ServerTarget):
         super().__init__(name)
         self._upstream = upstream
         self._token = ""
+        self.workers: int = 1
 
     def command(self, workdir: Path, port: int) -> list[str]:
         from cryptography.hazmat.primitives import serialization
@@ -94,7 +96,9 @@ class HaproxyJwtTarget(ServerTarget):
         ).decode()  # fmt: skip
         authority = self._upstream.url.split("//", 1)[1].rstrip("/")
         conf = workdir / "haproxy.cfg"
-        conf.write_text(_CONF.format(port=port, public_key=public_key, upstream=authority))
+        conf.write_text(
+            _CONF.format(port=port, threads=self.workers, public_key=public_key, upstream=authority)
+        )
         return [haproxy, "-f", str(conf), "-db"]
 
     def request_headers(self) -> list[str]:
@@ -105,4 +109,4 @@ class HaproxyJwtTarget(ServerTarget):
         return [root] if root is not None else []
 
     def expected_workers(self) -> int | None:
-        return 1
+        return 1  # one process, whatever nbthread

@@ -12,6 +12,8 @@ from bench.wrk import WrkResult, run_wrk
 class Measurement:
     target: str
     round: int
+    # The target's worker count in this measurement; None where it has no such setting (direct).
+    workers: int | None
     wrk: WrkResult
     # CPU seconds of the target's whole process tree during the load; None for "direct".
     cpu_s: float | None
@@ -34,6 +36,7 @@ class Measurement:
         return {
             "target": self.target,
             "round": self.round,
+            "workers": self.workers,
             "requests_per_sec": self.wrk.requests_per_sec,
             "p50_ms": self.wrk.p50_ms,
             "p99_ms": self.wrk.p99_ms,
@@ -64,6 +67,7 @@ def measure(
     return Measurement(
         target=target.name,
         round=round_no,
+        workers=target.workers,
         wrk=result,
         cpu_s=None if before is None or after is None else round(after - before, 6),
         worker_rss_kib=rss,

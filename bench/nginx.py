@@ -1,7 +1,8 @@
 """nginx as the benchmark's upstream (a fixed small JSON answer) and as the reference proxy.
 
-Both run in the foreground with one worker, from a private prefix directory that holds their
-config, pid file, error log and temp paths, so that nothing touches the system's nginx.
+Both run in the foreground (the upstream with one worker, the proxy with `workers`), from a private
+prefix directory that holds their config, pid file, error log and temp paths, so that nothing
+touches the system's nginx.
 """
 
 import json
@@ -41,7 +42,7 @@ UPSTREAM_BODY = (
 _CONF = """\
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes {workers};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{
@@ -105,7 +106,12 @@ def nginx_version() -> str | None:
 
 
 class NginxTarget(ServerTarget):
-    """A foreground nginx master with one worker; subclasses give the `http {}` contents."""
+    """A foreground nginx master with `workers` worker processes; subclasses give the `http {}`
+    contents."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.workers: int = 1
 
     @abstractmethod
     def http_body(self, port: int) -> str:
@@ -119,7 +125,7 @@ class NginxTarget(ServerTarget):
         # temp paths under this directory.
         workdir.chmod(0o755)
         conf = workdir / "nginx.conf"
-        conf.write_text(_CONF.format(prefix=workdir, body=self.http_body(port)))
+        conf.write_text(_CONF.format(prefix=workdir, workers=self.workers, body=self.http_body(port)))
         return [nginx, "-p", str(workdir), "-c", str(conf)]
 
     def worker_pids(self) -> list[int]:
@@ -134,7 +140,7 @@ class NginxTarget(ServerTarget):
         ]
 
     def expected_workers(self) -> int | None:
-        return 1  # worker_processes in _CONF
+        return self.workers  # worker_processes
 
 
 class NginxUpstream(NginxTarget):

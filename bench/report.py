@@ -1,5 +1,10 @@
 """Medians of the rounds, ratios against nginx (and policy targets against fastproxy passthrough),
-and the JSON and Markdown that record them."""
+and the JSON and Markdown that record them.
+
+A run may sweep worker counts: its "summary" then maps each count ("1", "2", ...) to the figures of
+every target at that count, and ratios only ever divide figures of the same count. A target with no
+worker setting (direct, floor) is measured once per round and appears under every count.
+"""
 
 import json
 import os
@@ -77,33 +82,95 @@ def summarize(measurements: Sequence[Measurement], targets: Sequence[str]) -> di
     return summary
 
 
+def summarize_by_workers(
+    measurements: Sequence[Measurement], targets: Sequence[str], counts: Sequence[int]
+) -> dict[str, dict[str, Any]]:
+    """summarize() once per worker count, keyed by the count as a string (a JSON object key)."""
+    return {str(n): summarize([m for m in measurements if m.workers in (n, None)], targets) for n in counts}
+
+
+def summaries(doc: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """A results document's summaries by worker count; one from before the sweep was for 1 worker."""
+    if "workers" not in doc["settings"]:
+        return {1: doc["summary"]}
+    return {int(n): summary for n, summary in doc["summary"].items()}
+
+
+def requests_per_sec_by_workers(doc: dict[str, Any]) -> dict[str, dict[int, float | None]]:
+    """Target -> worker count -> median req/s, in the order of the run's targets."""
+    table: dict[str, dict[int, float | None]] = {}
+    for n, summary in summaries(doc).items():
+        for name, figures in summary.items():
+            table.setdefault(name, {})[n] = figures["requests_per_sec"]
+    return table
+
+
+def _workers_heading(n: int) -> str:
+    return f"{n} worker" if n == 1 else f"{n} workers"
+
+
+def _figures_table(summary: dict[str, Any]) -> list[str]:
+    lines = [
+        "| target | " + " | ".join(header for header, _, _ in _COLUMNS) + " |",
+        "|---|" + "---:|" * len(_COLUMNS),
+    ]
+    for name, figures in summary.items():
+        cells = [_cell(figures[key], fmt) for _, key, fmt in _COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _scaling_table(doc: dict[str, Any]) -> list[str]:
+    """Compact: one row per target, one req/s column per worker count, and last over first."""
+    counts = sorted(summaries(doc))
+    fixed = set(doc["settings"].get("fixed_targets", []))
+    first, last = counts[0], counts[-1]
+    lines = [
+        "| target | " + " | ".join(_workers_heading(n) for n in counts) + f" | {last} vs {first} |",
+        "|---|" + "---:|" * (len(counts) + 1),
+    ]
+    for name, by_count in requests_per_sec_by_workers(doc).items():
+        cells = [_cell(by_count.get(n), "{:,.0f}") for n in counts]
+        scaling = None if name in fixed else _ratio(by_count.get(last), by_count.get(first))
+        label = f"{name} (no worker setting)" if name in fixed else name
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_cell(scaling, '{:.2f}x')} |")
+    return lines
+
+
 def _cell(value: Any, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
 
 def render_markdown(doc: dict[str, Any]) -> str:
     machine, settings, versions = doc["machine"], doc["settings"], doc["versions"]
+    by_workers = summaries(doc)
     lines = [
         f"# fastproxy benchmark — {doc['date']}",
         "",
         f"- machine: {machine['hostname']}, {machine['nproc']} CPUs, {machine['cpu_model']}, "
         f"load average {machine['loadavg_before'][0]} before, {machine['loadavg_after'][0]} after",
         "- versions: " + ", ".join(f"{name} {version}" for name, version in versions.items() if version),
-        f"- upstream: {settings['upstream']}; load: wrk -t1 -c{settings['connections']} "
+        f"- upstream: {settings['upstream']} (one worker); load: wrk -t1 -c{settings['connections']} "
         f"-d{settings['duration_s']}s --latency, {settings['warmup_s']} s warm-up per target "
         f"per round, {settings['rounds']} interleaved round(s)",
-        "",
-        "| target | " + " | ".join(header for header, _, _ in _COLUMNS) + " |",
-        "|---|" + "---:|" * len(_COLUMNS),
     ]
-    for name, figures in doc["summary"].items():
-        cells = [_cell(figures[key], fmt) for _, key, fmt in _COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if len(by_workers) > 1 or settings.get("workers", [1]) != [1]:
+        fixed = settings.get("fixed_targets", [])
+        lines.append(
+            "- workers: " + ", ".join(str(n) for n in by_workers) + " (nginx worker_processes, HAProxy "
+            "nbthread: threads of one process, fastproxy --workers), all in the same interleaved rounds"
+            + (f"; {', '.join(fixed)}: no worker setting, measured once per round" if fixed else "")
+        )
+    for n, summary in by_workers.items():
+        lines += ["", f"## {_workers_heading(n)}", "", *_figures_table(summary)]
+    if len(by_workers) > 1:
+        lines += ["", "## req/s by workers", "", *_scaling_table(doc)]
     lines += [
         "",
-        "Figures are medians over the rounds; ratios divide medians of this same run. CPU is the "
-        "proxy's whole process tree (master and all children) per request; RSS is per worker, "
-        "after the load. errors: non-2xx/3xx answers plus socket errors, over all rounds. "
+        "Figures are medians over the rounds; ratios divide medians of this same run and the same "
+        "worker count. CPU is the proxy's whole process tree (master and all children) per request; "
+        "RSS is per worker process (HAProxy: its one process), after the load. errors: non-2xx/3xx "
+        "answers plus socket errors, over all rounds. "
         "Passthrough: " + ", ".join(f"{a}'s is {b}" for a, b in PASSTHROUGH.items()) + ".",
     ]
     if doc.get("notes"):

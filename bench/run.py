@@ -1,10 +1,12 @@
 """Benchmark fastproxy side by side with nginx and with a direct connection, in one run.
 
 Usage: python -m bench.run [--duration S] [--rounds N] [--connections C] [--warmup S]
-                           [--targets direct,nginx,fastproxy] [--out DIR]
+                           [--targets direct,nginx,fastproxy] [--workers 1,2] [--out DIR]
 
 All targets share one upstream and are loaded in turn, round after round, so that the noise of a
-shared machine falls on all of them alike; the report gives the median of the rounds.
+shared machine falls on all of them alike; the report gives the median of the rounds. With several
+worker counts, each target runs once per count (all started side by side) in the same rounds; a
+target without a worker setting (direct, floor) is loaded once per round.
 """
 
 import argparse
@@ -75,6 +77,16 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _worker_counts(text: str) -> list[int]:
+    try:
+        counts = sorted({_positive(n.strip()) for n in text.split(",") if n.strip()})
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected counts like 1,2,4: {text}") from exc
+    if not counts:
+        raise argparse.ArgumentTypeError(f"no worker count in {text!r}")
+    return counts
+
+
 def _target_list(text: str) -> list[str]:
     names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     unknown = [n for n in names if n not in TARGETS]
@@ -97,6 +109,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=_target_list,
         default=["direct", "nginx", "fastproxy", "fastproxy-full", "haproxy-jwt"],
         help=f"comma-separated, from {','.join(TARGETS)}",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_worker_counts,
+        default=[1],
+        help="comma-separated worker counts to sweep (nginx worker_processes, HAProxy nbthread, "
+        "fastproxy --workers)",
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results", help="results directory")
     return parser.parse_args(argv)
@@ -128,18 +147,37 @@ def _git_revision() -> str | None:
     return head + ("-dirty" if dirty else "")
 
 
-def _rotated(names: Sequence[str], by: int) -> list[str]:
+def _rotated(items: Sequence[Target], by: int) -> list[Target]:
     # Rotating the order each round keeps any target from always running first (cold machine)
     # or right after the same neighbour.
-    shift = by % len(names)
-    return [*names[shift:], *names[:shift]]
+    shift = by % len(items)
+    return [*items[shift:], *items[:shift]]
+
+
+def _label(name: str, workers: int | None) -> str:
+    return name if workers is None else f"{name} x{workers}"
+
+
+def make_targets(names: Sequence[str], counts: Sequence[int], upstream: Target) -> list[Target]:
+    """One target per name and worker count; one only where the target has no worker setting."""
+    made: list[Target] = []
+    for name in names:
+        first = TARGETS[name](upstream)
+        if first.workers is None:
+            made.append(first)
+            continue
+        for i, n in enumerate(counts):
+            target = first if i == 0 else TARGETS[name](upstream)
+            target.workers = n
+            made.append(target)
+    return made
 
 
 def _progress(m: Measurement) -> None:
     cpu = f", {m.cpu_us_per_request:.1f} CPU µs/req" if m.cpu_us_per_request is not None else ""
     errors = f", {m.wrk.errors} ERRORS" if m.wrk.errors else ""
     print(
-        f"  round {m.round} {m.target}: {m.wrk.requests_per_sec:,.0f} req/s, "
+        f"  round {m.round} {_label(m.target, m.workers)}: {m.wrk.requests_per_sec:,.0f} req/s, "
         f"p50 {m.wrk.p50_ms:.3f} ms, p99 {m.wrk.p99_ms:.3f} ms{cpu}{errors}",
         file=sys.stderr,
         flush=True,
@@ -147,23 +185,27 @@ def _progress(m: Measurement) -> None:
 
 
 def _run_rounds(
-    args: argparse.Namespace, workdir: Path, upstream: Target, targets: dict[str, Target]
+    args: argparse.Namespace, workdir: Path, upstream: Target, targets: list[Target]
 ) -> list[Measurement]:
     measurements: list[Measurement] = []
     started: list[Target] = []
     try:
-        for server in [upstream, *targets.values()]:
-            started.append(server)
-            server.start(workdir)
+        started.append(upstream)
+        upstream.start(workdir)
+        for target in targets:
+            started.append(target)
+            # Each worker count of a target gets its own directory (config, logs).
+            target.start(workdir if target.workers is None else workdir / f"workers-{target.workers}")
         per_round = len(targets) * (args.duration + args.warmup)
+        labels = [_label(t.name, t.workers) for t in targets]
         print(
-            f"bench: {args.rounds} round(s) of {', '.join(targets)}, about {per_round} s each",
+            f"bench: {args.rounds} round(s) of {', '.join(labels)}, about {per_round} s each",
             file=sys.stderr,
         )
         for round_no in range(1, args.rounds + 1):
-            for name in _rotated(list(targets), round_no - 1):
+            for target in _rotated(targets, round_no - 1):
                 m = measure(
-                    targets[name],
+                    target,
                     round_no=round_no,
                     duration_s=args.duration,
                     warmup_s=args.warmup,
@@ -178,19 +220,31 @@ def _run_rounds(
 
 
 def _warnings(
-    targets: dict[str, Target], measurements: list[Measurement], summary: dict[str, Any]
+    targets: list[Target], measurements: list[Measurement], summaries: dict[str, dict[str, Any]]
 ) -> list[str]:
     """What makes a figure of this run doubtful, for the reader of the table."""
-    notes = [
-        f"{name} had {figures['errors']} failed requests; its figures are suspect"
-        for name, figures in summary.items()
-        if figures["errors"]
-    ]
-    for name, target in targets.items():
+    notes = list(
+        dict.fromkeys(
+            f"{name} had {figures['errors']} failed requests with {count} worker(s); its figures are suspect"
+            for count, summary in summaries.items()
+            for name, figures in summary.items()
+            if figures["errors"]
+        )
+    )
+    for target in targets:
         expected = target.expected_workers()
-        found = sorted({len(m.worker_rss_kib) for m in measurements if m.target == name})
+        found = sorted(
+            {
+                len(m.worker_rss_kib)
+                for m in measurements
+                if m.target == target.name and m.workers == target.workers
+            }
+        )
         if expected is not None and found != [expected]:
-            notes.append(f"{name}: found {found} worker process(es) after the load, expected {expected}")
+            notes.append(
+                f"{_label(target.name, target.workers)}: found {found} worker process(es) "
+                f"after the load, expected {expected}"
+            )
     return notes
 
 
@@ -204,13 +258,14 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if not names:
         raise ServerError("no target left to run")
     upstream: Target = NginxUpstream() if has_nginx else DevserverUpstream()
-    targets = {name: TARGETS[name](upstream) for name in names}
+    targets = make_targets(names, args.workers, upstream)
+    fixed = [t.name for t in targets if t.workers is None]
     # Another job loading this shared machine shows up here; it explains an odd round.
     load_before = os.getloadavg()
     measurements = _run_rounds(args, workdir, upstream, targets)
     load_after = os.getloadavg()
-    summary = report.summarize(measurements, names)
-    notes += _warnings(targets, measurements, summary)
+    summaries = report.summarize_by_workers(measurements, names, args.workers)
+    notes += _warnings(targets, measurements, summaries)
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -229,6 +284,8 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         },
         "settings": {
             "targets": names,
+            "workers": args.workers,
+            "fixed_targets": fixed,
             "upstream": upstream.name,
             "duration_s": args.duration,
             "rounds": args.rounds,
@@ -236,7 +293,8 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "warmup_s": args.warmup,
             "wrk_threads": 1,
         },
-        "summary": summary,
+        # Worker count ("1", "2", ...) -> target -> figures (see bench.report).
+        "summary": summaries,
         "rounds": [m.to_json() for m in measurements],
         "notes": notes,
     }

@@ -21,6 +21,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 class Target(ABC):
     """A server the load generator points at."""
 
+    # How many processes (or threads) serve traffic, set before start(); None where the target has
+    # no such setting (direct, floor): a worker-count sweep measures it once, not once per count.
+    workers: int | None = None
+
     def __init__(self, name: str) -> None:
         self.name = name
 
@@ -166,7 +170,7 @@ class FastproxyTarget(ServerTarget):
     ) -> None:
         super().__init__(name)
         self._upstream = upstream
-        self.workers = workers
+        self.workers: int = workers
         self.extra_args = extra_args
 
     def command(self, workdir: Path, port: int) -> list[str]:
