@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import report
+from bench import plot, report
 from bench.haproxy import HaproxyJwtTarget, haproxy_version
 from bench.measure import Measurement, measure
 from bench.nginx import NginxProxy, NginxUpstream, nginx_path, nginx_version
@@ -332,8 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     markdown = report.render_markdown(doc)
     json_path, md_path = report.write_results(args.out, doc, markdown)
+    png_path = plot.write_plot(doc, json_path.with_suffix(".png"))
     print(markdown)
-    print(f"bench: wrote {json_path} and {md_path}", file=sys.stderr)
+    print(f"bench: wrote {json_path}, {md_path} and {png_path}", file=sys.stderr)
     return 0
 
 
