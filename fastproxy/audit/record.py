@@ -28,6 +28,12 @@ key, an Authorization value): ``principal`` is the authenticated subject, ``auth
 ``ts`` is UTC with microseconds, ``2026-11-28T03:00:00.123456Z``; ``latency_ms`` is rounded to
 microseconds. A record is at most :data:`RECORD_MAX` bytes: a longer one (a huge path) is encoded
 again with ``path`` and ``principal`` cut to 1024 characters and ``"truncated":true``.
+
+:meth:`RecordEncoder.request` encodes with ``_encode.request_record`` (C, built with the package),
+which writes exactly what :meth:`RecordEncoder.request_reference` (msgspec) writes for the same
+clock reading, and leaves to it what it cannot vouch for: a lone surrogate, a record to cut, an
+unusual type (see the theory of operation in ``_encode.c``; tests/audit/test_encode_native.py
+holds the two equal).
 """
 
 from __future__ import annotations
@@ -95,7 +101,10 @@ class RecordEncoder:
 
     def timestamp(self) -> str:
         """Now as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; the part up to the second is formatted once a second."""
-        us = self.clock() // 1000
+        return self._timestamp(self.clock())
+
+    def _timestamp(self, ns: int) -> str:
+        us = ns // 1000
         if not self._first <= us < self._next:
             second = us // 1_000_000
             self._first = second * 1_000_000
@@ -128,12 +137,50 @@ class RecordEncoder:
         masked: int,
         mask_skipped: str | None = None,
     ) -> bytes:
+        now = self.clock()
+        if _request_record is not None:
+            data = _request_record(
+                now, self.boot, self.worker, seq, request_id, client_ip, method, path, route, principal,
+                auth, decision, reason, mode, would_deny, status, upstream, latency_ms, bytes_in, bytes_out,
+                masked, mask_skipped,
+            )  # fmt: skip
+            if data is not None:
+                return data
+        return self.request_reference(
+            now, seq, request_id, client_ip, method, path, route, principal, auth, decision, reason, mode,
+            would_deny, status, upstream, latency_ms, bytes_in, bytes_out, masked, mask_skipped,
+        )  # fmt: skip
+
+    def request_reference(
+        self,
+        now: int,
+        seq: int,
+        request_id: str | bytes,
+        client_ip: str,
+        method: str,
+        path: str,
+        route: str | None,
+        principal: str | None,
+        auth: str | None,
+        decision: str,
+        reason: str,
+        mode: str,
+        would_deny: str | None,
+        status: int,
+        upstream: str | None,
+        latency_ms: float,
+        bytes_in: int,
+        bytes_out: int,
+        masked: int,
+        mask_skipped: str | None = None,
+    ) -> bytes:
+        """The record of one answered request at clock reading ``now``: the reference of the C path."""
         if type(request_id) is bytes:
             # Request ids are checked ASCII (or made by the worker); msgspec would base64 bytes.
             request_id = request_id.decode("ascii", "replace")
         record = RequestRecord(
             VERSION,
-            self.timestamp(),
+            self._timestamp(now),
             self.boot,
             self.worker,
             seq,
@@ -185,6 +232,12 @@ class RecordEncoder:
                 "pid": pid,
             }
         )
+
+
+try:
+    from fastproxy.audit._encode import request_record as _request_record
+except ImportError:  # pragma: no cover - only without a compiler
+    _request_record = None  # type: ignore[assignment]
 
 
 def gap_record(ts: str, boot: str, worker: int, seq: int, count: int, reason: str) -> bytes:
