@@ -11,5 +11,18 @@ setup(
         Extension(
             "fastproxy.ratelimit._gcra", ["fastproxy/ratelimit/_gcra.c"], extra_compile_args=["-O2", *_CAS16]
         ),
+        # The audit's hot loops: encoding a record in the worker, sealing batches in the writer.
+        # Optional: without a compiler (or OpenSSL's headers) the pure-Python twins produce the
+        # same bytes, only slower.
+        Extension(
+            "fastproxy.audit._encode", ["fastproxy/audit/_encode.c"], extra_compile_args=["-O2"], optional=True
+        ),
+        Extension(
+            "fastproxy.audit._seal",
+            ["fastproxy/audit/_seal.c"],
+            extra_compile_args=["-O2"],
+            libraries=["crypto"],
+            optional=True,
+        ),
     ],
 )
