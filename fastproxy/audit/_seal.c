@@ -13,6 +13,10 @@
  * fastproxy.audit.chain.seal_batch_reference is the pure-Python twin (same bytes, same errors);
  * the module docstring of fastproxy.audit.chain defines the format.
  *
+ * count(payload) -> int checks a payload as seal does and says how many records it holds, so
+ * that the writer refuses a malformed batch before it changes any state
+ * (fastproxy.audit.protocol.count_records_reference is its twin).
+ *
  * Why C: per record the Python loop costs about 2 us (two formatting passes, a hashlib object,
  * hexlify); here one output buffer is written in place and SHA-256 is OpenSSL's own block
  * function (SHA-NI where the CPU has it), without an EVP fetch per record.
@@ -44,7 +48,44 @@ static int is_hex64(const char *s, Py_ssize_t n) {
     return 1;
 }
 
-static PyObject *seal(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+/* Members are appended before the closing brace: each record must be a non-empty object. */
+static int is_object(const char *record, Py_ssize_t len) {
+    return len >= 3 && record[0] == '{' && record[1] == '"' && record[len - 1] == '}';
+}
+
+/* The number of records in payload, or -1 with ValueError set when one is not an object. */
+static Py_ssize_t count_records(const char *payload, Py_ssize_t size) {
+    if (size == 0) {
+        PyErr_SetString(PyExc_ValueError, "empty batch");
+        return -1;
+    }
+    const char *record = payload;
+    const char *end = payload + size;
+    Py_ssize_t count = 0;
+    for (;;) {
+        const char *nl = memchr(record, '\n', end - record);
+        const char *stop = nl ? nl : end;
+        count++;
+        if (!is_object(record, stop - record)) {
+            PyErr_Format(PyExc_ValueError, "record %zd of the batch is not a JSON object", count);
+            return -1;
+        }
+        if (nl == NULL)
+            return count;
+        record = nl + 1;
+    }
+}
+
+static PyObject *count(PyObject *Py_UNUSED(module), PyObject *arg) {
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "count: payload must be bytes");
+        return NULL;
+    }
+    Py_ssize_t n = count_records(PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg));
+    return n < 0 ? NULL : PyLong_FromSsize_t(n);
+}
+
+static PyObject *seal(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "seal(payload, prev) takes two arguments");
         return NULL;
@@ -60,16 +101,11 @@ static PyObject *seal(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "prev is not 64 lowercase hex digits");
         return NULL;
     }
-    if (size == 0) {
-        PyErr_SetString(PyExc_ValueError, "empty batch");
-        return NULL;
-    }
-
     /* First pass: count and check the records, so that the output is allocated once. */
-    Py_ssize_t count = 1;
-    for (const char *p = memchr(payload, '\n', size); p; p = memchr(p + 1, '\n', size - (p + 1 - payload)))
-        count++;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, size - (count - 1) + count * (Py_ssize_t)LINE_EXTRA);
+    Py_ssize_t n = count_records(payload, size);
+    if (n < 0)
+        return NULL;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size - (n - 1) + n * (Py_ssize_t)LINE_EXTRA);
     if (out == NULL)
         return NULL;
     char *w = PyBytes_AS_STRING(out);
@@ -79,16 +115,10 @@ static PyObject *seal(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     memcpy(head, prev, HEX_LEN);
     const char *record = payload;
     const char *end = payload + size;
-    for (Py_ssize_t index = 0; index < count; index++) {
+    for (Py_ssize_t index = 0; index < n; index++) {
         const char *nl = memchr(record, '\n', end - record);
         const char *stop = nl ? nl : end;
         Py_ssize_t len = stop - record;
-        /* Members are appended before the closing brace: each record must be a non-empty object. */
-        if (len < 3 || record[0] != '{' || record[1] != '"' || record[len - 1] != '}') {
-            Py_DECREF(out);
-            PyErr_Format(PyExc_ValueError, "record %zd of the batch is not a JSON object", index + 1);
-            return NULL;
-        }
         char *line = w;
         memcpy(w, record, len - 1);
         w += len - 1;
@@ -120,10 +150,11 @@ static PyObject *seal(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(out);
         return NULL;
     }
-    return Py_BuildValue("(NNn)", out, head_obj, count);
+    return Py_BuildValue("(NNn)", out, head_obj, n);
 }
 
 static PyMethodDef methods[] = {
+    {"count", count, METH_O, "count(payload) -> int: the records of a batch, each checked to be an object."},
     {"seal", (PyCFunction)(void (*)(void))seal, METH_FASTCALL,
      "seal(payload, prev) -> (lines, head, count): chain the records of a batch after prev."},
     {NULL, NULL, 0, NULL},

@@ -1,3 +1,5 @@
-# The C twin of fastproxy.audit.chain.seal_batch_reference (see fastproxy/audit/_seal.c).
+# The C twins of fastproxy.audit.chain.seal_batch_reference and
+# fastproxy.audit.protocol.count_records_reference (see fastproxy/audit/_seal.c).
 
 def seal(payload: bytes, prev: bytes, /) -> tuple[bytes, bytes, int]: ...
+def count(payload: bytes, /) -> int: ...

@@ -16,7 +16,7 @@ Made in the worker after fork (the constructor has no side effects), started onc
     await client.drain(timeout)       # on graceful stop, after the last response
     client.close()
 
-``submit`` numbers and encodes the record (about 1.5 µs) and appends it to the batch; it
+``submit`` numbers and encodes the record (about 0.4 µs, in C) and appends it to the batch; it
 returns False when the bounded queue is full: the record is dropped and accounted by a gap record
 (best_effort routes go on; a fail_closed route that sees ``admits()`` False answers 503 first).
 A batch goes to the writer at ``batch_max`` records or ``flush_interval`` seconds after its first

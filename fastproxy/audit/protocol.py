@@ -29,6 +29,8 @@ __all__ = [
     "MSG_TARGET",
     "WELCOME",
     "ProtocolError",
+    "count_records",
+    "count_records_reference",
     "decode_batch",
     "decode_batch_payload",
     "decode_hello",
@@ -90,19 +92,38 @@ def decode_batch_payload(message: bytes) -> tuple[int, int, int, bytes]:
         raise ProtocolError("expected a batch")
     first, last = _BATCH.unpack_from(message, 1)
     payload = message[1 + _BATCH.size :]
-    count = payload.count(b"\n") + 1
+    try:
+        count = count_records(payload)
+    except ValueError as exc:
+        raise ProtocolError(f"batch holds something that is not a JSON object ({exc})") from None
     if not 0 < first <= last or last - first + 1 < count:
         raise ProtocolError("batch seqs do not cover its records")
-    # The chain appends members before each record's closing brace: every record must look like
-    # a non-empty object. Checked over the whole payload at once (a loop costs 0.5 us a record).
+    return first, last, count, payload
+
+
+def count_records_reference(payload: bytes) -> int:
+    """How many records a payload holds; ValueError unless every one looks like a non-empty object.
+
+    The chain appends members before each record's closing brace, hence the check. Made over the
+    whole payload at once (a loop costs 0.5 us a record); ``fastproxy.audit._seal.count`` is the
+    C twin the writer uses.
+    """
+    count = payload.count(b"\n") + 1
     if (
         payload[:2] != b'{"'
         or payload[-1:] != b"}"
         or payload.count(b'}\n{"') != count - 1
         or b"\n\n" in payload
+        or len(payload) < 3
     ):
-        raise ProtocolError("batch holds something that is not a JSON object")
-    return first, last, count, payload
+        raise ValueError("a record of the batch is not a JSON object")
+    return count
+
+
+try:
+    from fastproxy.audit._seal import count as count_records
+except ImportError:  # pragma: no cover - only without a compiler or OpenSSL's headers
+    count_records = count_records_reference
 
 
 def encode_seq(kind: bytes, seq: int) -> bytes:

@@ -615,7 +615,8 @@ class _Writer:
 
     def _commit(self, durable: bool, may_rotate: bool = True) -> None:
         if self.lines:
-            self.file.append(b"".join(self.lines))
+            for lines in self.lines:  # a batch's lines each: joining them would copy them all
+                self.file.append(lines)
             if durable:
                 self.file.sync()
             self.shared.count_written(self.records, self.lost)

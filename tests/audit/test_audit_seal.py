@@ -10,13 +10,15 @@ import pytest
 
 from fastproxy.audit import chain
 from fastproxy.audit.chain import GENESIS, Chain, check_line, seal, seal_batch_reference
+from fastproxy.audit.protocol import count_records_reference
 
 Sealer = Callable[[bytes, bytes], tuple[bytes, bytes, int]]
 
 try:
+    from fastproxy.audit._seal import count as native_count
     from fastproxy.audit._seal import seal as native_seal
 except ImportError:  # pragma: no cover - only without a compiler or OpenSSL's headers
-    native_seal = None
+    native_seal = native_count = None
 
 SEALERS: list[Sealer] = [seal_batch_reference] + ([native_seal] if native_seal is not None else [])
 
@@ -59,10 +61,13 @@ def test_a_batch_seals_as_record_by_record(sealer: Sealer) -> None:
             check_line(line)
 
 
-@pytest.mark.parametrize(
-    "payload",
-    [b"", b"{}", b'{"a":1}\n', b'{"a":1}\n\n{"b":2}', b"[1]", b'{"a":1}\n[2]', b'"x"', b'{"', b'{"a":1} '],
-)
+BAD_PAYLOADS = [
+    b"", b"{}", b'{"a":1}\n', b'\n{"a":1}', b'{"a":1}\n\n{"b":2}', b"[1]", b'{"a":1}\n[2]', b'"x"', b'{"',
+    b'{"a":1} ', b'{"a":1}\n{"', b'{"\n{"a":1}',
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("payload", BAD_PAYLOADS)
 @pytest.mark.parametrize("sealer", SEALERS)
 def test_what_is_not_a_batch_of_objects_is_refused(sealer: Sealer, payload: bytes) -> None:
     with pytest.raises(ValueError):
@@ -84,3 +89,19 @@ def test_chain_seal_moves_the_head_and_only_on_success() -> None:
     with pytest.raises(ValueError):
         chain_.seal(b'{"a":1}\n[2]')
     assert chain_.head == head
+
+
+COUNTERS: list[Callable[[bytes], int]] = [count_records_reference] + (
+    [native_count] if native_count is not None else []
+)
+
+
+@pytest.mark.parametrize("counter", COUNTERS)
+def test_count_agrees_with_seal_on_what_is_a_batch(counter: Callable[[bytes], int]) -> None:
+    rng = random.Random(9)
+    for size in (1, 2, 5):
+        payload = b"\n".join(random_record(rng) for _ in range(size))
+        assert counter(payload) == size == seal_batch_reference(payload, GENESIS)[2]
+    for payload in BAD_PAYLOADS:
+        with pytest.raises(ValueError):
+            counter(payload)
