@@ -1,9 +1,11 @@
-"""One measurement: load one target once with wrk and charge it the CPU and memory it used."""
+"""One measurement: load one target once with wrk and charge it the CPU and memory it used; or, at a
+fixed request rate, with the open-loop generator."""
 
 from dataclasses import dataclass
 from typing import Any
 
 from bench import procstat
+from bench.openloop import OpenLoopResult, run_openloop
 from bench.targets import Target
 from bench.wrk import WrkResult, run_wrk
 
@@ -71,4 +73,50 @@ def measure(
         wrk=result,
         cpu_s=None if before is None or after is None else round(after - before, 6),
         worker_rss_kib=rss,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RateMeasurement:
+    """One target loaded at a fixed request rate by bench.openloop."""
+
+    target: str
+    workers: int | None
+    result: OpenLoopResult
+    cpu_s: float | None  # the target's process tree during the load; None for "direct"
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        if self.cpu_s is None or self.result.completed == 0:
+            return None
+        return self.cpu_s * 1e6 / self.result.completed
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "workers": self.workers,
+            **self.result.to_json(),
+            "cpu_s": self.cpu_s,
+            "cpu_us_per_request": self.cpu_us_per_request,
+        }
+
+
+def measure_at_rate(target: Target, *, rate: float, duration_s: int, connections: int) -> RateMeasurement:
+    target.check_alive()
+    root = target.root_pid()
+    before = procstat.tree_cpu_seconds(root) if root is not None else None
+    result = run_openloop(
+        target.url + target.request_path,
+        rate=rate,
+        duration_s=duration_s,
+        connections=connections,
+        headers=target.request_headers(),
+    )
+    after = procstat.tree_cpu_seconds(root) if root is not None else None
+    target.check_alive()
+    return RateMeasurement(
+        target=target.name,
+        workers=target.workers,
+        result=result,
+        cpu_s=None if before is None or after is None else round(after - before, 6),
     )

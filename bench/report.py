@@ -137,6 +137,74 @@ def _scaling_table(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+# (column header, key in a latency_at_rate entry or its latency_ms, format)
+_RATE_COLUMNS: list[tuple[str, str, str]] = [
+    ("sent", "sent", "{:,d}"),
+    ("answered", "completed", "{:,d}"),
+    ("errors", "errors", "{:,d}"),
+    ("incomplete", "incomplete", "{:,d}"),
+    ("p50 ms", "50", "{:.3f}"),
+    ("p90 ms", "90", "{:.3f}"),
+    ("p99 ms", "99", "{:.3f}"),
+    ("p99.9 ms", "99.9", "{:.3f}"),
+    ("max ms", "max", "{:.3f}"),
+    ("CPU µs/req", "cpu_us_per_request", "{:.1f}"),
+    ("generator CPU", "generator_cpu_share", "{:.0%}"),
+]
+# Above this share of a CPU the generator is late by itself and its figures are its own queueing.
+GENERATOR_BUSY = 0.8
+
+
+def rate_warnings(at_rate: Sequence[dict[str, Any]]) -> list[str]:
+    """What makes a latency-at-rate figure doubtful: a generator or a target that fell behind."""
+    notes = []
+    for m in at_rate:
+        label = m["target"] if m["workers"] is None else f"{m['target']} with {m['workers']} worker(s)"
+        if m["generator_cpu_share"] > GENERATOR_BUSY:
+            notes.append(
+                f"open loop, {label}: the generator used {m['generator_cpu_share']:.0%} of a CPU; "
+                "its latencies include its own queueing"
+            )
+        if m["incomplete"] or m["errors"]:
+            notes.append(
+                f"open loop, {label}: {m['incomplete']} request(s) unanswered at the end and "
+                f"{m['errors']} error(s) at {m['rate']:,.0f} req/s: it did not keep up"
+            )
+    return notes
+
+
+def _rate_section(doc: dict[str, Any]) -> list[str]:
+    at_rate: list[dict[str, Any]] = doc.get("latency_at_rate") or []
+    if not at_rate:
+        return []
+    rate = doc["settings"]["rate"]
+    first = at_rate[0]
+    lines = [
+        "",
+        f"## latency at {rate:,.0f} req/s (open loop)",
+        "",
+        "| target | workers | " + " | ".join(header for header, _, _ in _RATE_COLUMNS) + " |",
+        "|---|---:|" + "---:|" * len(_RATE_COLUMNS),
+    ]
+    for m in at_rate:
+        cells = [_cell({**m, **m["latency_ms"]}[key], fmt) for _, key, fmt in _RATE_COLUMNS]
+        lines.append(f"| {m['target']} | {_cell(m['workers'], '{:d}')} | " + " | ".join(cells) + " |")
+    baseline = first["latency_ms"]
+    lines += [
+        "",
+        f"Open loop (bench.openloop): request i is due at t0 + i/{rate:g} s whatever the server does and "
+        f"goes out on the first idle one of {first['connections']} keep-alive connections; its latency "
+        "runs from when it was due, so waiting for a connection counts (no coordinated omission). "
+        f"Each target ran once for {first['duration_s']:g} s after the saturation rounds; incomplete: "
+        "due but unanswered at the end, counted in the percentiles at their wait so far (a lower bound). "
+        f"The generator is Python (uvloop + httptools, one process, woken by {first['ticker']}): "
+        f"the {first['target']} row, nginx's static answer with no proxy, is its baseline — about "
+        f"p50 {_cell(baseline['50'], '{:.3f}')} ms, p99 {_cell(baseline['99'], '{:.3f}')} ms of every "
+        "row is the generator and loopback; a proxy's own latency is its row less that one.",
+    ]
+    return lines
+
+
 def _cell(value: Any, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
@@ -172,6 +240,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "RSS is per worker process (HAProxy: its one process), after the load. errors: non-2xx/3xx "
         "answers plus socket errors, over all rounds. "
         "Passthrough: " + ", ".join(f"{a}'s is {b}" for a, b in PASSTHROUGH.items()) + ".",
+        *_rate_section(doc),
     ]
     if doc.get("notes"):
         lines += ["", *(f"- note: {note}" for note in doc["notes"])]

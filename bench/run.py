@@ -1,12 +1,15 @@
 """Benchmark fastproxy side by side with nginx and with a direct connection, in one run.
 
 Usage: python -m bench.run [--duration S] [--rounds N] [--connections C] [--warmup S]
-                           [--targets direct,nginx,fastproxy] [--workers 1,2] [--out DIR]
+                           [--targets direct,nginx,fastproxy] [--workers 1,2] [--rate R] [--out DIR]
 
 All targets share one upstream and are loaded in turn, round after round, so that the noise of a
 shared machine falls on all of them alike; the report gives the median of the rounds. With several
 worker counts, each target runs once per count (all started side by side) in the same rounds; a
-target without a worker setting (direct, floor) is loaded once per round.
+target without a worker setting (direct, floor) is loaded once per round. With --rate, each target
+is then loaded once more at R requests/s by an open-loop generator (bench.openloop), for the
+latency that a closed-loop wrk hides; the bare upstream ("direct") goes first, as the baseline of
+what the Python generator adds by itself.
 """
 
 import argparse
@@ -26,8 +29,9 @@ from typing import Any
 
 from bench import plot, report
 from bench.haproxy import HaproxyJwtTarget, haproxy_version
-from bench.measure import Measurement, measure
+from bench.measure import Measurement, RateMeasurement, measure, measure_at_rate
 from bench.nginx import NginxProxy, NginxUpstream, nginx_path, nginx_version
+from bench.openloop import OpenLoopError
 from bench.process import ServerError
 from bench.targets import (
     REPO_ROOT,
@@ -67,6 +71,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def _positive_rate(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of requests/s: {text}")
     return value
 
 
@@ -116,6 +127,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[1],
         help="comma-separated worker counts to sweep (nginx worker_processes, HAProxy nbthread, "
         "fastproxy --workers)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=_positive_rate,
+        default=None,
+        help="after the rounds, latency of each target at this fixed rate (requests/s, open loop, "
+        "--duration seconds, --connections connections); default: off",
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results", help="results directory")
     return parser.parse_args(argv)
@@ -184,10 +202,42 @@ def _progress(m: Measurement) -> None:
     )
 
 
+def _progress_at_rate(m: RateMeasurement) -> None:
+    r = m.result
+    p50, p99, top = (r.latency_ms[k] for k in ("50", "99", "max"))
+    trouble = f", {r.errors} ERRORS" if r.errors else ""
+    trouble += f", {r.incomplete} INCOMPLETE" if r.incomplete else ""
+    print(
+        f"  at {r.rate:,.0f} req/s {_label(m.target, m.workers)}: {r.completed:,} answered, "
+        f"p50 {p50 or 0:.3f} ms, p99 {p99 or 0:.3f} ms, max {top or 0:.3f} ms, "
+        f"generator CPU {r.generator_cpu_share:.0%}{trouble}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _at_rate(args: argparse.Namespace, upstream: Target, targets: list[Target]) -> list[RateMeasurement]:
+    """Each target once at args.rate, the bare upstream first (the generator's baseline)."""
+    direct = [t for t in targets if t.name == "direct"] or [DirectTarget(upstream)]
+    ordered = [*direct, *(t for t in targets if t.name != "direct")]
+    print(
+        f"bench: open loop at {args.rate:,.0f} req/s, {args.duration} s each: "
+        + ", ".join(_label(t.name, t.workers) for t in ordered),
+        file=sys.stderr,
+    )
+    found: list[RateMeasurement] = []
+    for target in ordered:
+        m = measure_at_rate(target, rate=args.rate, duration_s=args.duration, connections=args.connections)
+        _progress_at_rate(m)
+        found.append(m)
+    return found
+
+
 def _run_rounds(
     args: argparse.Namespace, workdir: Path, upstream: Target, targets: list[Target]
-) -> list[Measurement]:
+) -> tuple[list[Measurement], list[RateMeasurement]]:
     measurements: list[Measurement] = []
+    at_rate: list[RateMeasurement] = []
     started: list[Target] = []
     try:
         started.append(upstream)
@@ -213,10 +263,12 @@ def _run_rounds(
                 )
                 _progress(m)
                 measurements.append(m)
+        if args.rate is not None:
+            at_rate = _at_rate(args, upstream, targets)
     finally:
         for server in reversed(started):
             server.stop()
-    return measurements
+    return measurements, at_rate
 
 
 def _warnings(
@@ -262,10 +314,11 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     fixed = [t.name for t in targets if t.workers is None]
     # Another job loading this shared machine shows up here; it explains an odd round.
     load_before = os.getloadavg()
-    measurements = _run_rounds(args, workdir, upstream, targets)
+    measurements, at_rate = _run_rounds(args, workdir, upstream, targets)
     load_after = os.getloadavg()
     summaries = report.summarize_by_workers(measurements, names, args.workers)
     notes += _warnings(targets, measurements, summaries)
+    notes += report.rate_warnings([m.to_json() for m in at_rate])
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -292,10 +345,13 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "connections": args.connections,
             "warmup_s": args.warmup,
             "wrk_threads": 1,
+            "rate": args.rate,
         },
         # Worker count ("1", "2", ...) -> target -> figures (see bench.report).
         "summary": summaries,
         "rounds": [m.to_json() for m in measurements],
+        # Open-loop latency at settings.rate (None without --rate), the baseline ("direct") first.
+        "latency_at_rate": [m.to_json() for m in at_rate] if args.rate is not None else None,
         "notes": notes,
     }
 
@@ -317,10 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_logs = False
     try:
         doc = benchmark(args, workdir)
-        if any(m.get("errors") for m in doc["rounds"]):
+        if any(m.get("errors") for m in [*doc["rounds"], *(doc["latency_at_rate"] or [])]):
             keep_logs = True
             print(f"bench: some requests failed; server logs kept in {workdir}", file=sys.stderr)
-    except (ServerError, WrkError, OSError) as exc:
+    except (ServerError, WrkError, OpenLoopError, OSError) as exc:
         keep_logs = True
         print(f"bench: error: {exc}\nbench: server logs kept in {workdir}", file=sys.stderr)
         return 1

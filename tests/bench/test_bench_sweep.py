@@ -147,3 +147,11 @@ def test_a_document_from_before_the_sweep_reads_as_one_worker() -> None:
     old = {"settings": {"targets": ["nginx"]}, "summary": {"nginx": {"requests_per_sec": 5.0}}}
     assert report.summaries(old) == {1: {"nginx": {"requests_per_sec": 5.0}}}
     assert report.requests_per_sec_by_workers(old) == {"nginx": {1: 5.0}}
+
+
+def test_rate_option_is_off_by_default_and_positive() -> None:
+    assert parse_args([]).rate is None
+    assert parse_args(["--rate", "2500"]).rate == 2500.0
+    for bad in ("0", "-5", "inf", "nan", "fast"):
+        with pytest.raises(SystemExit):
+            parse_args(["--rate", bad])
