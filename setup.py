@@ -12,11 +12,10 @@ setup(
             "fastproxy.ratelimit._gcra", ["fastproxy/ratelimit/_gcra.c"], extra_compile_args=["-O2", *_CAS16]
         ),
         # The audit's hot loops: encoding a record in the worker, sealing batches in the writer.
-        # Optional: without a compiler (or OpenSSL's headers) the pure-Python twins produce the
-        # same bytes, only slower.
-        Extension(
-            "fastproxy.audit._encode", ["fastproxy/audit/_encode.c"], extra_compile_args=["-O2"], optional=True
-        ),
+        Extension("fastproxy.audit._encode", ["fastproxy/audit/_encode.c"], extra_compile_args=["-O2"]),
+        # Masking a JSON response in one pass over its bytes (body.mask_document is the reference).
+        Extension("fastproxy.masking._splice", ["fastproxy/masking/_splice.c"], extra_compile_args=["-O2"]),
+        # Optional: without OpenSSL's headers the writer chains in Python (the same bytes, slower).
         Extension(
             "fastproxy.audit._seal",
             ["fastproxy/audit/_seal.c"],

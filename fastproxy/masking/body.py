@@ -1,8 +1,17 @@
-"""Masking one JSON body: parse, replace what the paths name, re-serialize.
+"""Masking one JSON body: replace what the paths name.
 
 Theory of operation
 -------------------
-The body is decoded into plain Python values, the walker compiled from the mask's paths
+Two implementations, held to the same answers by the tests. The one the proxy uses is
+:class:`Splicer` (C, ``fastproxy.masking._splice``): one pass over the body's bytes that checks it
+is JSON exactly as strictly as the decoder below and writes the replacement in place of each value
+the paths name, leaving every other byte as the upstream sent it -- digits, escapes and spacing
+included, so nothing the mask does not name can change, not even a float's last digit. A member
+that appears more than once in an object is replaced every time. Decoding 1 KB into Python
+objects is most of what the reference costs (about 3 of 5 µs); the scan allocates nothing.
+
+The reference, :func:`mask_document` (used when the extension is not built): the body is
+decoded into plain Python values, the walker compiled from the mask's paths
 (:mod:`.paths`) replaces the values they name in place, and the document is encoded again -- only
 when something was replaced.
 When nothing matched, the caller gets the very bytes it passed in, so a response that holds no
@@ -27,7 +36,12 @@ import orjson
 
 from fastproxy.masking.paths import Walker
 
-__all__ = ["InvalidJson", "mask_document"]
+__all__ = ["InvalidJson", "Splicer", "mask_document", "splice_document"]
+
+try:
+    from fastproxy.masking._splice import Splicer
+except ImportError:  # pragma: no cover - only without a compiler
+    Splicer = None  # type: ignore[assignment,misc]
 
 _decode = msgspec.json.Decoder().decode
 _encode_wide = msgspec.json.Encoder().encode
@@ -62,3 +76,16 @@ def mask_document(walk: Walker, replacement: Any, body: bytes) -> tuple[bytes, i
         # An integer beyond 64 bits (see the theory of operation), or nesting deeper than orjson's
         # 254 levels; msgspec writes both.
         return _encode_wide(document), replaced
+
+
+def splice_document(splice: Splicer, body: bytes) -> tuple[bytes, int]:
+    """:func:`mask_document`'s answer from a :class:`Splicer`: the same counts, the same refusals.
+
+    ``body'`` keeps every byte the mask does not replace; see the theory of operation.
+    """
+    if not body:
+        return body, 0
+    try:
+        return splice(body)
+    except ValueError as exc:
+        raise InvalidJson(str(exc)) from None

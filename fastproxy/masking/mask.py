@@ -31,11 +31,14 @@ caller it applies to, ask the upstream for an unencoded body (drop ``Accept-Enco
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from fastproxy.masking.body import InvalidJson, mask_document
+import orjson
+
+from fastproxy.masking.body import InvalidJson, Splicer, mask_document, splice_document
 from fastproxy.masking.paths import Segment, compile_paths, compile_walker, parse_path
 
 if TYPE_CHECKING:
@@ -99,6 +102,7 @@ class CompiledMask:
     """One ``[masks.NAME]``, validated and compiled; immutable, shared by every request."""
 
     __slots__ = (
+        "_splice",
         "_unmaskable",
         "_walk",
         "exempt_roles",
@@ -141,7 +145,14 @@ class CompiledMask:
         self.exempt_roles = frozenset(exempt_roles)
         self.max_bytes = max_bytes
         self.refuse = refuse
-        self._walk = compile_walker(compile_paths(parsed))
+        tree = compile_paths(parsed)
+        self._walk = compile_walker(tree)
+        # The replacement's JSON text is spliced in as it is; one orjson cannot write (an integer
+        # beyond 64 bits) leaves the mask to the reference walk.
+        self._splice: Splicer | None = None
+        if Splicer is not None:
+            with contextlib.suppress(orjson.JSONEncodeError):
+                self._splice = Splicer(tree, orjson.dumps(replacement))
         action = REFUSE if refuse else PASS
         self._unmaskable = {reason: Verdict(action, reason) for reason in _REASONS}
 
@@ -187,7 +198,10 @@ class CompiledMask:
         if len(body) > self.max_bytes:
             return self._unmaskable[TOO_LARGE], body, 0
         try:
-            masked, count = mask_document(self._walk, self.replacement, body)
+            if self._splice is not None:
+                masked, count = splice_document(self._splice, body)
+            else:
+                masked, count = mask_document(self._walk, self.replacement, body)
         except InvalidJson:
             return self._unmaskable[INVALID_JSON], body, 0
         return _MASK_VERDICT, masked, count
@@ -198,6 +212,8 @@ def mask_body(mask: CompiledMask, body: bytes) -> tuple[bytes, int]:
 
     No size check: that is :meth:`CompiledMask.plan`'s and :meth:`CompiledMask.apply`'s.
     """
+    if mask._splice is not None:
+        return splice_document(mask._splice, body)
     return mask_document(mask._walk, mask.replacement, body)
 
 

@@ -48,7 +48,7 @@ ISSUER = "https://idp.masking.test/"
 AUDIENCE = "masking-api"
 FIELDS = ["ssn", "owner.email", "items[*].card.number"]
 
-# What the upstream sends: its own spacing, so a body passed unchanged is told apart from a re-encoded one.
+# What the upstream sends, with its own spacing: a masked body keeps it (only the named values change).
 DOCUMENT: dict[str, Any] = {
     "id": 7,
     "owner": {"name": "Alice", "email": "alice@example.com"},
@@ -60,8 +60,8 @@ DOCUMENT: dict[str, Any] = {
 }
 RAW = json.dumps(DOCUMENT).encode()
 MASKED = (
-    b'{"id":7,"owner":{"name":"Alice","email":"***"},"ssn":"***",'
-    b'"items":[{"sku":"A1","card":{"number":"***"}},{"sku":"B2","card":{"number":"***"}}]}'
+    b'{"id": 7, "owner": {"name": "Alice", "email": "***"}, "ssn": "***", '
+    b'"items": [{"sku": "A1", "card": {"number": "***"}}, {"sku": "B2", "card": {"number": "***"}}]}'
 )
 # The devserver's /json, raw and masked.
 DEV_RAW = (
@@ -74,7 +74,7 @@ DEV_MASKED = (
 )
 # Under the 64 bytes of the small and strict masks.
 SHORT = b'{"ssn": "078-05-1120", "id": 7}'
-SHORT_MASKED = b'{"ssn":"***","id":7}'
+SHORT_MASKED = b'{"ssn": "***", "id": 7}'
 # Over the 64 bytes of the small and strict masks, and not masked when streamed.
 LARGE = json.dumps({"ssn": "078-05-1120", "padding": "x" * 150}).encode()
 

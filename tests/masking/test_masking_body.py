@@ -28,6 +28,7 @@ from fastproxy.masking import (
     is_json_media_type,
     mask_body,
 )
+from fastproxy.masking.body import mask_document
 
 PII = CompiledMask("pii", ["ssn", "owner.email", "items[*].card.number"])
 
@@ -161,9 +162,16 @@ def test_nothing_matched_returns_the_same_bytes() -> None:
         assert out is root
 
 
-def test_the_masked_body_is_compact_valid_json() -> None:
+def test_the_masked_body_keeps_every_byte_it_does_not_replace() -> None:
     body = b'{\n  "ssn": "1",\n  "note": "caf\\u00e9 \xe2\x9c\x93",\n  "n": 1.0E2,\n  "z": -0\n}'
     out, count = mask_body(PII, body)
+    assert count == 1
+    assert out == body.replace(b'"1"', b'"***"')
+
+
+def test_the_reference_re_encodes_compactly() -> None:
+    body = b'{\n  "ssn": "1",\n  "note": "caf\\u00e9 \xe2\x9c\x93",\n  "n": 1.0E2,\n  "z": -0\n}'
+    out, count = mask_document(PII._walk, PII.replacement, body)
     assert count == 1
     assert out == '{"ssn":"***","note":"café ✓","n":100.0,"z":0}'.encode()
 
@@ -172,24 +180,38 @@ def test_an_escaped_key_is_still_the_key() -> None:
     assert _mask(b'{"s\\u0073n": "1"}') == ({"ssn": "***"}, 1)
 
 
-def test_duplicate_members_leave_one_masked_member() -> None:
+def test_duplicate_members_are_all_masked() -> None:
     out, count = mask_body(PII, b'{"ssn": "first", "a": 1, "ssn": "second"}')
+    assert (out, count) == (b'{"ssn": "***", "a": 1, "ssn": "***"}', 2)
+    # The reference keeps the last member, as a decoder does, and writes only that one.
+    out, count = mask_document(PII._walk, PII.replacement, b'{"ssn": "first", "a": 1, "ssn": "second"}')
     assert (out, count) == (b'{"ssn":"***","a":1}', 1)
 
 
 def test_integers_beyond_64_bits_survive_exactly() -> None:
     body = b'{"ssn": "1", "id": 123456789012345678901234567890, "neg": -18446744073709551617}'
     out, count = mask_body(PII, body)
-    assert count == 1
+    assert (out, count) == (body.replace(b'"1"', b'"***"'), 1)
+    out, count = mask_document(PII._walk, PII.replacement, body)
     assert out == b'{"ssn":"***","id":123456789012345678901234567890,"neg":-18446744073709551617}'
 
 
 def test_nesting_beyond_orjsons_limit_still_encodes() -> None:
     deep = b"[" * 300 + b"]" * 300
     body = b'{"ssn": 1, "deep": ' + deep + b"}"
-    out, count = mask_body(PII, body)
-    assert count == 1
-    assert out == b'{"ssn":"***","deep":' + deep + b"}"
+    assert mask_body(PII, body) == (b'{"ssn": "***", "deep": ' + deep + b"}", 1)
+    out, count = mask_document(PII._walk, PII.replacement, body)
+    assert (out, count) == (b'{"ssn":"***","deep":' + deep + b"}", 1)
+
+
+def test_any_depth_is_masked_by_the_splicer_and_refused_by_the_reference() -> None:
+    # Deeper than Python's recursion limit: the reference cannot decode it (a leak if its mask
+    # passes what it cannot mask); the splicer's scan needs no stack for what it skips.
+    deep = b"[" * 100_000 + b"]" * 100_000
+    body = b'{"deep": ' + deep + b', "ssn": 1}'
+    assert mask_body(PII, body) == (b'{"deep": ' + deep + b', "ssn": "***"}', 1)
+    with pytest.raises(InvalidJson):
+        mask_document(PII._walk, PII.replacement, body)
 
 
 @pytest.mark.parametrize(
@@ -205,7 +227,6 @@ def test_nesting_beyond_orjsons_limit_still_encodes() -> None:
         b'{"ssn": "\xff"}',  # not UTF-8
         b'{"ssn": "\\ud800"}',  # a lone surrogate
         '{"ssn": 1}'.encode("utf-16"),
-        b"[" * 100_000 + b"]" * 100_000,  # deeper than any parser goes
         b" ",
     ],
 )
@@ -224,7 +245,7 @@ def test_an_empty_body_has_nothing_to_mask() -> None:
 
 def test_apply() -> None:
     verdict, out, count = PII.apply(b'{"ssn": 1}')
-    assert (verdict, out, count) == (Verdict(MASK, None), b'{"ssn":"***"}', 1)
+    assert (verdict, out, count) == (Verdict(MASK, None), b'{"ssn": "***"}', 1)
     body = b'{"other": 1}'
     verdict, out, count = PII.apply(body)
     assert (verdict, count) == (Verdict(MASK, None), 0)
