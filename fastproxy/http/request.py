@@ -38,6 +38,7 @@ import re
 from typing import TYPE_CHECKING, Protocol
 
 import httptools
+import msgspec
 
 from fastproxy.http.errors import ProtocolError
 
@@ -90,64 +91,43 @@ _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-
 _DOT_SEGMENT = re.compile(r"(?:^|[/\\])\.{1,2}(?:[/\\;]|$)")
 
 
-class RequestHead:
-    """One request's line and headers, checked and stripped of what the proxy re-serializes."""
+class RequestHead(msgspec.Struct, gc=False):
+    """One request's line and headers, checked and stripped of what the proxy re-serializes.
 
-    __slots__ = (
-        "api_key",
-        "authorization",
-        "chunked",
-        "content_length",
-        "expect_continue",
-        "forwarded_for",
-        "forwarded_proto",
-        "headers",
-        "host",
-        "keep_alive",
-        "method",
-        "path",
-        "request_id",
-        "target",
-        "version",
-    )
+    A msgspec Struct: the C callbacks build one per request with a vectorcall that costs a third
+    of a Python ``__init__`` (measured), and its fields read as fast as slots.
+    """
 
-    def __init__(
-        self,
-        method: str,
-        target: bytes,
-        path: str,
-        version: str,
-        headers: list[tuple[bytes, bytes]],
-        keep_alive: bool,
-        content_length: int | None = None,
-        chunked: bool = False,
-        host: bytes | None = None,
-        request_id: bytes | None = None,
-        forwarded_for: bytes | None = None,
-        forwarded_proto: bytes | None = None,
-        expect_continue: bool = False,
-        authorization: bytes | None = None,
-        api_key: bytes | None = None,
-    ) -> None:
-        self.method = method
-        self.target = target  # origin-form, as forwarded upstream
-        self.path = path  # target without the query, for routing
-        self.version = version
-        self.headers = headers
-        self.keep_alive = keep_alive
-        self.content_length = content_length
-        self.chunked = chunked
-        self.host = host
-        self.request_id = request_id  # the client's, when well-formed
-        self.forwarded_for = forwarded_for
-        self.forwarded_proto = forwarded_proto
-        self.expect_continue = expect_continue
-        self.authorization = authorization  # the client's Authorization, not in headers
-        self.api_key = api_key  # the configured API key header's value, not in headers
+    method: str
+    target: bytes  # origin-form, as forwarded upstream
+    path: str  # target without the query, for routing
+    version: str
+    headers: list[tuple[bytes, bytes]]
+    keep_alive: bool
+    content_length: int | None = None
+    chunked: bool = False
+    host: bytes | None = None
+    request_id: bytes | None = None  # the client's, when well-formed
+    forwarded_for: bytes | None = None
+    forwarded_proto: bytes | None = None
+    expect_continue: bool = False
+    authorization: bytes | None = None  # the client's Authorization, not in headers
+    api_key: bytes | None = None  # the configured API key header's value, not in headers
 
     @property
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
+
+    def __repr__(self) -> str:
+        # Never the credentials: a head that reaches a log line must not carry them.
+        hidden = {"authorization", "api_key"}
+        fields = (
+            f"{name}=<hidden>"
+            if name in hidden and getattr(self, name) is not None
+            else f"{name}={getattr(self, name)!r}"
+            for name in self.__struct_fields__
+        )
+        return f"RequestHead({', '.join(fields)})"
 
 
 class RequestHandler(Protocol):

@@ -764,3 +764,11 @@ def test_dots_inside_a_segment_are_fine(parse: Callable[..., RequestHead]) -> No
         parse("GET", b"/a/..b/c...;x/.well-known", "1.1", [(b"Host", b"a")], True, 10).path
         == "/a/..b/c...;x/.well-known"
     )
+
+
+def test_a_heads_repr_never_shows_its_credentials() -> None:
+    head = RequestHead("GET", b"/", "/", "1.1", [], True, authorization=b"Bearer s3cret", api_key=b"k3y")
+    text = repr(head)
+    assert "s3cret" not in text and "k3y" not in text
+    assert "authorization=<hidden>" in text and "method='GET'" in text
+    assert "api_key=None" in repr(RequestHead("GET", b"/", "/", "1.1", [], True))
