@@ -23,6 +23,7 @@ PASSTHROUGH = {
     "fastproxy-limited": "fastproxy",
     "fastproxy-masked": "fastproxy-json",
     "fastproxy-full": "fastproxy",
+    "fastproxy-full-masked": "fastproxy-json",
     "fastproxy-audit": "fastproxy",
 }
 

@@ -342,6 +342,28 @@ def fastproxy_full(upstream: Target) -> Target:
     )
 
 
+class FastproxyFullJsonTarget(FastproxyJwtTarget):
+    """fastproxy-full on the upstream's 1 KB JSON document, masked (``fastproxy-full-masked``)."""
+
+    @property
+    def request_path(self) -> str:  # type: ignore[override]
+        from bench.nginx import JSON_1K_PATH
+
+        return JSON_1K_PATH.lstrip("/")
+
+
+def fastproxy_full_masked(upstream: Target) -> Target:
+    """fastproxy-full plus masking 7 values of a 1 KB JSON response (against fastproxy-json)."""
+    limit = "[rate_limits.per-user]\n" + _GENEROUS.format(key="principal")
+    route = _JWT_ROUTE + '\nrate_limit = "per-user"\naudit = "fail_closed"\nmask = "pii"'
+    return FastproxyFullJsonTarget(
+        upstream,
+        name="fastproxy-full-masked",
+        sections=f"{_ISSUER}\n{limit}\n{_AUDIT}\n{_mask_section()}",
+        route=route,
+    )
+
+
 def fastproxy_limited(upstream: Target) -> Target:
     """A rate limit by client address that never limits (against fastproxy)."""
     return FastproxyConfigTarget(
