@@ -17,7 +17,9 @@
  *
  * The walk follows the tree with recursion only where the tree goes (its depth is the longest
  * path's); everything else is skipped by an iterative scanner, so a document nested a million
- * levels deep costs no stack.
+ * levels deep costs no stack. That is the one refusal of the reference it does not share: the
+ * reference cannot decode a document nested deeper than Python's recursion limit (about 1000),
+ * the splicer masks it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -407,7 +409,28 @@ static int scan_number(Scan *s) {
         return fail(s, "invalid number");
     }
     s->p = p;
-    /* Integers of any size are JSON the reference takes; a float must fit a double. Only an
+    /* An integer the reference cannot read is refused like it: msgspec takes at most 4300
+     * characters (sign included), and Python's int() at most sys.get_int_max_str_digits() digits
+     * (640 is the smallest limit it can be set to, so shorter ones need no check). */
+    if (!is_float && p - digits > 640) {
+        if (p - first > 4300) {
+            s->p = first;
+            return fail(s, "integer out of range");
+        }
+        char text[4301];
+        memcpy(text, first, p - first);
+        text[p - first] = '\0';
+        PyObject *value = PyLong_FromString(text, NULL, 10);
+        if (value == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_ValueError))
+                return -2;
+            PyErr_Clear();
+            s->p = first;
+            return fail(s, "integer out of range");
+        }
+        Py_DECREF(value);
+    }
+    /* A float must fit a double, as the reference's decoder requires. Only an
      * exponent or some 300 digits can overflow one: parse just those. The body is a bytes
      * object, so the text ends with a NUL and the parse stops at the number's end. */
     if (is_float && (int_digits > 300 || p - first > 20 || memchr(first, 'e', p - first) || memchr(first, 'E', p - first))) {

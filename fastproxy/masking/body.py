@@ -23,8 +23,10 @@ document carrying a 20-digit identifier would come out with that number silently
 keeps it an exact int. orjson is the faster encoder (by a third on large documents) and refuses
 such integers, so those rare documents are encoded by msgspec instead. Both decoders accept exactly
 RFC 8259 JSON in UTF-8 (no byte-order mark, no NaN, no lone surrogate) and keep the last of
-duplicate members -- the one a client's parser sees too, and the one that is masked: the output
-carries only that one, so no duplicate can smuggle an unmasked copy past the proxy.
+duplicate members, and only that one is written out; but when the copies differ in shape
+(``{"user": {"ssn": 1}, "user": {}}``) the one kept may hold nothing to mask while a client that
+reads the first copy would see it. The proxy therefore always masks with the splicer; the
+reference is the tests' oracle (CompiledMask refuses the paths the splicer cannot take).
 """
 
 from __future__ import annotations
@@ -79,9 +81,11 @@ def mask_document(walk: Walker, replacement: Any, body: bytes) -> tuple[bytes, i
 
 
 def splice_document(splice: Splicer, body: bytes) -> tuple[bytes, int]:
-    """:func:`mask_document`'s answer from a :class:`Splicer`: the same counts, the same refusals.
+    """:func:`mask_document`'s answer from a :class:`Splicer`.
 
-    ``body'`` keeps every byte the mask does not replace; see the theory of operation.
+    The same refusals, except nesting deeper than Python's recursion limit (the splicer masks
+    it); the same counts, except that each copy of a duplicated member counts. ``body'`` keeps
+    every byte the mask does not replace; see the theory of operation.
     """
     if not body:
         return body, 0

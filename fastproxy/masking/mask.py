@@ -31,12 +31,11 @@ caller it applies to, ask the upstream for an unencoded body (drop ``Accept-Enco
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-import orjson
+import msgspec
 
 from fastproxy.masking.body import InvalidJson, Splicer, mask_document, splice_document
 from fastproxy.masking.paths import Segment, compile_paths, compile_walker, parse_path
@@ -75,6 +74,10 @@ INVALID_JSON: Final = "invalid_json"
 EMPTY: Final = "empty"
 
 _REASONS = (NOT_JSON, ENCODED, TOO_LARGE, INVALID_JSON)
+
+# Segments in one mask path: far past any real document's schema, and what the C splicer's tree
+# is built for (fastproxy/masking/_splice.c).
+MAX_SEGMENTS: Final = 256
 
 
 class Verdict(NamedTuple):
@@ -131,9 +134,14 @@ class CompiledMask:
             errors.append(("fields", "at least one field path"))
         for index, text in enumerate(self.fields):
             try:
-                parsed.append(parse_path(text))
+                segments = parse_path(text)
             except ValueError as exc:
                 errors.append((f"fields[{index}]", str(exc)))
+                continue
+            if len(segments) > MAX_SEGMENTS:
+                too_long = f"mask path of {len(segments)} segments (at most {MAX_SEGMENTS})"
+                errors.append((f"fields[{index}]", too_long))
+            parsed.append(segments)
         problem = _not_json_value(replacement)
         if problem:
             errors.append(("replacement", problem))
@@ -147,12 +155,9 @@ class CompiledMask:
         self.refuse = refuse
         tree = compile_paths(parsed)
         self._walk = compile_walker(tree)
-        # The replacement's JSON text is spliced in as it is; one orjson cannot write (an integer
-        # beyond 64 bits) leaves the mask to the reference walk.
-        self._splice: Splicer | None = None
-        if Splicer is not None:
-            with contextlib.suppress(orjson.JSONEncodeError):
-                self._splice = Splicer(tree, orjson.dumps(replacement))
+        # The replacement's JSON text is spliced in as it is (msgspec writes any value
+        # _not_json_value lets through, integers beyond 64 bits included).
+        self._splice = None if Splicer is None else Splicer(tree, msgspec.json.encode(replacement))
         action = REFUSE if refuse else PASS
         self._unmaskable = {reason: Verdict(action, reason) for reason in _REASONS}
 

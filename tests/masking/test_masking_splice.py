@@ -145,3 +145,23 @@ def test_keys_are_compared_decoded_and_long_keys_work() -> None:
     escaped = ('{"' + "\\u006b" * 1000 + '": {"x": 1}, "\\u00e9": 2}').encode()
     spliced, reference = both(paths, "***", escaped)
     assert spliced[1] == reference[1] == 2
+
+
+@pytest.mark.parametrize("sign", [b"", b"-"])
+def test_integers_the_reference_cannot_read_are_refused_alike(sign: bytes) -> None:
+    for digits in (640, 641, 4299 - len(sign), 4300 - len(sign), 4301 - len(sign), 10_000):
+        body = b'{"a": ' + sign + b"1" * digits + b"}"
+        spliced, reference = both(["a"], "***", body)
+        assert (spliced is InvalidJson) == (reference is InvalidJson), digits
+
+
+def test_paths_of_any_allowed_length_compile_to_a_splicer() -> None:
+    from fastproxy.masking import CompiledMask, MaskConfigError
+    from fastproxy.masking.mask import MAX_SEGMENTS
+
+    longest = CompiledMask("m", [".".join(["a"] * MAX_SEGMENTS), "b" + "[*]" * (MAX_SEGMENTS - 1)])
+    assert longest._splice is not None
+    deep = b'{"a":' * MAX_SEGMENTS + b"1" + b"}" * MAX_SEGMENTS
+    assert longest.apply(deep)[1:] == (b'{"a":' * (MAX_SEGMENTS - 1) + b'{"a":"***"' + b"}" * MAX_SEGMENTS, 1)
+    with pytest.raises(MaskConfigError, match="segments"):
+        CompiledMask("m", [".".join(["a"] * (MAX_SEGMENTS + 1))])
