@@ -52,8 +52,10 @@
  *      highest TAT; `free` is the first slot either never used or tagged otherwise with a TAT that
  *      passed at least GRACE_NS ago.
  *   2. No own and no free slot: NO_SLOT, counted in the header, nothing written.
- *   3. GCRA on own's TAT (a free slot: on 0). Not conforming: LIMITED, nothing written. Another slot
- *      tagged with our hash that is still live (a duplicate, below): LIMITED, nothing written.
+ *   3. GCRA on own's TAT (a free slot: on 0). Not conforming: LIMITED, nothing written -- unless the
+ *      clock read now would make it conform (this process was preempted between its clock read
+ *      and its scan while others charged the key): then go to 1. Another slot tagged with our hash
+ *      that is still live (a duplicate, below): LIMITED, nothing written.
  *   4. CAS the chosen slot from the pair read to {hash, tat'}. If it fails, go to 1.
  *   5. Validate: scan the window again. Another slot tagged with our hash whose TAT is after `now`:
  *      LIMITED (our charge stays, which only errs towards denying). Then read the clock again; if
@@ -161,6 +163,7 @@ typedef struct {
     uint64_t conflicts;
     uint64_t stalls;
     uint64_t contended;
+    uint64_t stale; /* decisions made again: the clock read before the scan had gone stale */
 } header_t;
 
 #define HEADER_BYTES 128
@@ -413,6 +416,17 @@ decide_slots(TableObject *t, uint64_t tag, uint64_t fixed_now, uint64_t interval
         /* 3. GCRA; a live duplicate denies without writing */
         const uint64_t start = base > now ? base : now;
         if (start - now > cap - inc || inc > cap) {
+            /* `now` was read before the scan: a process preempted in between judges against TATs
+             * other processes wrote since, at a clock that is no longer true, and would refuse a
+             * request that conforms. When the clock read again would admit it, decide again from
+             * the start (a denial writes nothing, so deciding later is deciding a later request). */
+            if (!fixed_now && inc <= cap) {
+                const uint64_t later = monotonic_now();
+                if ((base > later ? base - later : 0) <= cap - inc) {
+                    count(&hdr->stale);
+                    continue;
+                }
+            }
             limited(r, now, start, inc, interval, cap);
             return;
         }
@@ -798,10 +812,10 @@ Table_stats(TableObject *self, PyObject *Py_UNUSED(ignored))
 {
     header_t *h = self->hdr;
 #define C(field) (unsigned long long)__atomic_load_n(&h->field, __ATOMIC_RELAXED)
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsK}", "slots", (unsigned long long)self->n, "window",
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsK}", "slots", (unsigned long long)self->n, "window",
                          (unsigned long long)self->w, "no_slot", C(no_slot), "claims", C(claims),
                          "reclaims", C(reclaims), "duplicates", C(duplicates), "conflicts", C(conflicts),
-                         "stalls", C(stalls), "contended", C(contended));
+                         "stalls", C(stalls), "contended", C(contended), "stale", C(stale));
 #undef C
 }
 

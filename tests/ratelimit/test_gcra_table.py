@@ -44,7 +44,7 @@ def test_a_million_slots_fit_in_32_mb_with_a_header() -> None:
     assert abs(header["created_ns"] - time.monotonic_ns()) < 60 * S
     assert "seed" not in header
     assert table.stats() == dict.fromkeys(
-        ("no_slot", "claims", "reclaims", "duplicates", "conflicts", "stalls", "contended"), 0
+        ("no_slot", "claims", "reclaims", "duplicates", "conflicts", "stalls", "contended", "stale"), 0
     ) | {"slots": 1 << 20, "window": 16}
     assert new_table(5).window == 5
 
