@@ -24,7 +24,7 @@ from bench import report
 from bench.png import BLACK, Canvas, Color, text_height, text_width
 from bench.targets import REPO_ROOT
 
-# Tableau's ten, then two darker ones; a twelfth target and on reuse them.
+# Tableau's ten, then darker ones; the sixteenth target and on reuse them.
 PALETTE: list[Color] = [
     (31, 119, 180),
     (255, 127, 14),
@@ -38,6 +38,10 @@ PALETTE: list[Color] = [
     (23, 190, 207),
     (0, 0, 128),
     (128, 0, 0),
+    (0, 100, 0),
+    (0, 0, 0),
+    (128, 0, 128),
+    (184, 134, 11),
 ]
 GRID: Color = (225, 225, 225)
 AXIS: Color = (60, 60, 60)
