@@ -110,6 +110,7 @@
 #include <Python.h>
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
@@ -687,6 +688,57 @@ Table_decide(TableObject *self, PyObject *const *args, Py_ssize_t nargs)
     return result_tuple(&r);
 }
 
+/* The header lines of an admitted request: what RateLimitStage adds to the response. */
+static const char ADMITTED_FORMAT[] = "RateLimit-Limit: %s\r\nRateLimit-Remaining: %llu\r\nRateLimit-Reset: %llu\r\n";
+
+/* admit(prefix, value, interval_ns, burst, shown_limit): the rate-limit stage's call. The key is
+ * prefix + value (joined here, not in Python); an admitted request gets its RateLimit-* header
+ * lines as bytes, formatted as rate_limit_headers formats them (Reset rounded up to whole
+ * seconds), anything else the tuple decide() returns. One call instead of a concatenation, a
+ * tuple and a formatting in Python: the stage's cost, nearly halved (measured). */
+static PyObject *
+Table_admit(TableObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    const char *prefix, *value, *shown;
+    Py_ssize_t prefix_len, value_len;
+    uint64_t interval, burst, cost;
+    result_t r;
+    char stack[256];
+
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError, "admit() takes 5 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (get_key(args[0], &prefix, &prefix_len) < 0 || get_key(args[1], &value, &value_len) < 0
+        || get_limit(args + 2, 2, &interval, &burst, &cost) < 0) {
+        return NULL;
+    }
+    if (!PyBytes_Check(args[4]) || PyBytes_GET_SIZE(args[4]) > 32) {
+        PyErr_SetString(PyExc_TypeError, "shown_limit must be bytes of at most 32");
+        return NULL;
+    }
+    shown = PyBytes_AS_STRING(args[4]);
+    Py_ssize_t len = prefix_len + value_len;
+    char *key = len <= (Py_ssize_t)sizeof(stack) ? stack : PyMem_Malloc((size_t)len);
+    if (key == NULL) {
+        return PyErr_NoMemory();
+    }
+    memcpy(key, prefix, (size_t)prefix_len);
+    memcpy(key + prefix_len, value, (size_t)value_len);
+    uint64_t tag = key_tag(self, key, len);
+    if (key != stack) {
+        PyMem_Free(key);
+    }
+    decide_slots(self, tag, 0, interval, burst, cost, &r);
+    if (r.status != ALLOWED) {
+        return result_tuple(&r);
+    }
+    char out[160];
+    int n = snprintf(out, sizeof(out), ADMITTED_FORMAT, shown, (unsigned long long)r.remaining,
+                     (unsigned long long)((r.reset_after + 999999999ULL) / 1000000000ULL));
+    return PyBytes_FromStringAndSize(out, n);
+}
+
 /* decide_at(now_ns, key, interval_ns, burst, cost=1): the same decision at a clock the caller
  * chooses (tests, replays). now_ns must be >= 1: 0 means "read the clock" inside. */
 static PyObject *
@@ -853,6 +905,9 @@ Table_get_header(TableObject *self, void *Py_UNUSED(closure))
 static PyMethodDef Table_methods[] = {
     {"decide", (PyCFunction)(void (*)(void))Table_decide, METH_FASTCALL,
      "decide(key, interval_ns, burst, cost=1, /) -> (status, remaining, reset_after_ns, retry_after_ns)"},
+    {"admit", (PyCFunction)(void (*)(void))Table_admit, METH_FASTCALL,
+     "admit(prefix, value, interval_ns, burst, shown_limit, /) -> RateLimit-* header lines (bytes) when "
+     "admitted, else decide()'s tuple"},
     {"decide_at", (PyCFunction)(void (*)(void))Table_decide_at, METH_FASTCALL,
      "decide_at(now_ns, key, interval_ns, burst, cost=1, /): decide() at the given clock"},
     {"key_hash", (PyCFunction)Table_key_hash, METH_O, "key_hash(key, /) -> the tag the key is stored under"},

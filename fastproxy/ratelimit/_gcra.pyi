@@ -31,6 +31,11 @@ class Table:
     ) -> tuple[int, int, int, int]:
         """(status, remaining, reset_after_ns, retry_after_ns) on the shared monotonic clock."""
 
+    def admit(
+        self, prefix: bytes, value: bytes | str, interval_ns: int, burst: int, shown_limit: bytes, /
+    ) -> bytes | tuple[int, int, int, int]:
+        """decide(prefix + value, ...): the RateLimit-* header lines if admitted, else the tuple."""
+
     def decide_at(
         self, now_ns: int, key: bytes | str, interval_ns: int, burst: int, cost: int = 1, /
     ) -> tuple[int, int, int, int]:

@@ -19,7 +19,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from fastproxy.policy import Decision, Rejection, RequestContext
-from fastproxy.ratelimit import ALLOWED, LIMITED, rate_limit_headers, table_key
+from fastproxy.ratelimit import LIMITED, rate_limit_headers, table_key
 from fastproxy.ratelimit.policy import RateLimitSpec
 
 if TYPE_CHECKING:
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["RateLimitStage"]
 
 log = logging.getLogger("fastproxy.ratelimit")
-
-_ADMITTED = b"RateLimit-Limit: %s\r\nRateLimit-Remaining: %d\r\nRateLimit-Reset: %d\r\n"
 
 
 class RateLimitStage:
@@ -51,16 +49,14 @@ class RateLimitStage:
 
     def check(self, ctx: RequestContext) -> Decision:
         # The common key without a call; an IPv4-mapped client is already IPv4 (RequestContext).
-        value = ctx.client_ip.encode() if self._by_ip else self._value(ctx)
-        status, remaining, reset_ns, retry_ns = self.table.decide(
-            self._prefix + value, self.interval_ns, self.burst
-        )
-        if status == ALLOWED:
-            # Every admitted request: ceil_seconds inlined.
-            ctx.response_headers += _ADMITTED % (self._shown_limit, remaining, -(-reset_ns // 1_000_000_000))
+        value = ctx.client_ip if self._by_ip else self._value(ctx)
+        # Admitted: the RateLimit-* lines, made in C with the decision; otherwise decide()'s tuple.
+        result = self.table.admit(self._prefix, value, self.interval_ns, self.burst, self._shown_limit)
+        if type(result) is bytes:
+            ctx.response_headers += result
             return None
-        decision = (status, remaining, reset_ns, retry_ns)
-        if status == LIMITED:
+        decision = result
+        if decision[0] == LIMITED:
             headers = rate_limit_headers(self.spec.limit.limit, decision)
             # In shadow mode the request goes on, with the RateLimit-* fields an enforcing route
             # would have sent (Retry-After belongs to the 429 only).

@@ -61,3 +61,32 @@ def test_the_c_source_is_warning_free() -> None:
     warnings = ["-Wall", "-Wextra", "-Wshadow", "-Wconversion", "-Werror"]
     command = ["gcc", "-fsyntax-only", "-O2", *warnings, *flags, "-I", include, str(SOURCE)]
     subprocess.run(command, check=True, capture_output=True)
+
+
+def test_admit_is_decide_on_the_joined_key_with_the_headers_formatted() -> None:
+    from fastproxy.ratelimit import ALLOWED, LIMITED
+
+    table = new_table(1 << 10)
+    interval, burst = 1_000_000_000, 2  # one a second, three at once
+    for n in range(3):
+        lines = table.admit(b"limit\x00", "10.0.0.1", interval, burst, b"3")
+        assert isinstance(lines, bytes) and lines.endswith(b"\r\n")
+        fields = dict(line.split(b": ") for line in lines.split(b"\r\n") if line)
+        assert list(fields) == [b"RateLimit-Limit", b"RateLimit-Remaining", b"RateLimit-Reset"]
+        assert fields[b"RateLimit-Limit"] == b"3"
+        assert fields[b"RateLimit-Remaining"] == b"%d" % (2 - n)
+        # Seconds until the bucket is full again, rounded up: n + 1 charges of one second each.
+        assert fields[b"RateLimit-Reset"] == b"%d" % (n + 1)
+    refused = table.admit(b"limit\x00", b"10.0.0.1", interval, burst, b"3")
+    assert isinstance(refused, tuple) and refused[0] == LIMITED
+    # The key is prefix + value, as decide() spells it whole.
+    assert table.decide(b"limit\x0010.0.0.1", interval, burst)[0] == LIMITED
+    assert table.decide(b"limit\x0010.0.0.2", interval, burst)[0] == ALLOWED
+    long_value = b"v" * 1000  # past the stack buffer
+    assert isinstance(table.admit(b"p\x00", long_value, interval, burst, b"3"), bytes)
+    # The same key: its second charge leaves two intervals (less the time since) to a full bucket.
+    assert table.decide(b"p\x00" + long_value, interval, burst)[2] > interval
+    with pytest.raises(TypeError):
+        table.admit(b"p", b"v", interval, burst, "3")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        table.admit(b"p", b"v", interval, burst)  # type: ignore[call-arg]

@@ -19,7 +19,7 @@ from fastproxy.config import load_config
 from fastproxy.http.request import parse_head
 from fastproxy.net import parse_networks
 from fastproxy.policy import Decision, Rejection, RequestContext, run_stages
-from fastproxy.ratelimit import Limit, Table, new_table
+from fastproxy.ratelimit import ALLOWED, Limit, Table, new_table, rate_limit_headers
 from fastproxy.ratelimit.policy import RateLimitSpec
 from fastproxy.stages.authorize import IpRules
 from fastproxy.stages.build import PolicyRuntime
@@ -51,6 +51,16 @@ class AtClock:
 
     def decide(self, key: bytes, interval_ns: int, burst: int) -> tuple[int, int, int, int]:
         return self.table.decide_at(self.now, key, interval_ns, burst)
+
+    def admit(
+        self, prefix: bytes, value: bytes | str, interval_ns: int, burst: int, shown_limit: bytes
+    ) -> bytes | tuple[int, int, int, int]:
+        """Table.admit at ``now``, its header lines made by the reference (rate_limit_headers)."""
+        key = prefix + (value.encode() if isinstance(value, str) else value)
+        decision = self.decide(key, interval_ns, burst)
+        if decision[0] != ALLOWED:
+            return decision
+        return b"".join(b"%s: %s\r\n" % pair for pair in rate_limit_headers(int(shown_limit), decision))
 
 
 def clocked(key: str = "ip", limit: Limit = SLOW, **kwargs: Any) -> tuple[RateLimitStage, AtClock]:
