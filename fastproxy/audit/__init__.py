@@ -71,7 +71,11 @@ once: as its record, or inside a gap record ``{"seq": S, "gap": N, "reason": …
   one gap record (reason ``lost_with_worker``) for exactly those seqs once the master has reaped
   the worker, from the ``assigned`` counter the worker keeps in shared memory on every submit.
   With a writer up, a record whose response went out is therefore written within about one
-  ``flush_interval`` (plus one commit), or accounted as lost if the worker dies before.
+  ``flush_interval`` (plus one commit), or accounted as lost if the worker dies before. The
+  record is submitted before the response's last bytes are written (ClientConnection.write_last),
+  so a kill between the two cannot leave an answered request without its record or its gap;
+  the exception is a response the upstream sent before the request body was all read (its
+  record waits for the body's end, as bytes_in is not known before).
 - The writer killed or failing: nothing acknowledged is lost (it was written before the ack).
   Workers keep what was not acknowledged, reconnect, and send it again to the next writer, which
   skips what its file already has; meanwhile they queue up to their bound (then drop, as above).

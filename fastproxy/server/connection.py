@@ -476,6 +476,22 @@ class ClientConnection(asyncio.Protocol):
             if self.active is not None:
                 self.active.bytes_out += len(data)
 
+    def write_last(self, exchange: Exchange, data: bytes) -> None:
+        """The last bytes of ``exchange``'s response, audited before they are written.
+
+        A worker killed between the two then leaves the record to the writer's gap accounting
+        (its seq was assigned), never an answered request without a trace. Only once the whole
+        request was read: until then the record is not complete (bytes_in), and it is made as
+        the exchange finishes.
+        """
+        if exchange.request_done and not exchange.recorded and not self.lost and exchange is self.active:
+            exchange.bytes_out += len(data)
+            self._record(exchange)
+            if self.transport is not None:
+                self.transport.write(data)
+            return
+        self.write_response(data)
+
     def response_end(self, exchange: Exchange) -> None:
         exchange.upstream = None
         exchange.response_done = True
@@ -522,19 +538,20 @@ class ClientConnection(asyncio.Protocol):
         if close:
             exchange.keep_alive = False
         log.debug("request %s: %d %s", exchange.request_id.decode(), status, reason)
-        self.write_response(
+        exchange.status = status
+        exchange.allowed = False
+        exchange.reason = reason
+        exchange.response_started = True
+        self.write_last(
+            exchange,
             error_response(
                 status,
                 exchange.request_id,
                 close=not exchange.keep_alive,
                 headers=headers,
                 head_only=exchange.head.method == "HEAD",
-            )
+            ),
         )
-        exchange.status = status
-        exchange.allowed = False
-        exchange.reason = reason
-        exchange.response_started = True
         if reason == "rate_limited" and exchange.route is not None and self.state.metrics is not None:
             self.state.metrics.ratelimit_limited(self.state.route_rows[exchange.route.name])
         self.response_end(exchange)

@@ -313,8 +313,12 @@ class UpstreamConnection(asyncio.Protocol):
             return
         out = self.out
         if out:
-            exchange.conn.write_response(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
+            if self.complete:
+                exchange.conn.write_last(exchange, data)  # audited first
+            else:
+                exchange.conn.write_response(data)
         if self.complete:
             self._done(exchange)
 
