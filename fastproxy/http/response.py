@@ -27,7 +27,6 @@ __all__ = [
     "head_field",
     "no_body_status",
     "parse_response_head",
-    "with_length",
 ]
 
 _CUT = re.compile(
@@ -177,30 +176,16 @@ def build_response_head(
     )
 
 
-def head_field(raw: bytes, name: bytes) -> bytes | None:
-    """The first value of header ``name`` (lower case) in a head llhttp accepted, or None."""
-    at = raw.lower().find(b"\n" + name + b":")
+def head_field(raw: bytes, name: bytes, lowered: bytes | None = None) -> bytes | None:
+    """The first value of header ``name`` (lower case) in a head llhttp accepted, or None.
+
+    ``lowered`` is ``raw.lower()`` when the caller already has it (several fields of one head).
+    """
+    at = (raw.lower() if lowered is None else lowered).find(b"\n" + name + b":")
     if at == -1:
         return None
     start = at + len(name) + 2
     return raw[start : raw.index(b"\r", start)].strip()
-
-
-def with_length(client_head: bytes, length: int) -> bytes:
-    """A client head made by :func:`response_head`, its framing replaced by ``Content-Length``.
-
-    For a body the proxy rewrote (masking): whatever framing the upstream used, the client gets
-    the new length. The framing line is the proxy's own (the upstream's was cut), so it is found
-    by its exact spelling; a close-delimited head (HTTP/1.0 client) has none and keeps its
-    ``Connection: close``.
-    """
-    at = client_head.find(b"\r\nContent-Length: ")
-    if at == -1:
-        at = client_head.find(b"\r\nTransfer-Encoding: chunked\r\n")
-    if at != -1:
-        end = client_head.index(b"\r\n", at + 2)
-        client_head = client_head[:at] + client_head[end:]
-    return client_head[:-2] + b"Content-Length: %d\r\n\r\n" % length
 
 
 def response_head_reference(

@@ -31,7 +31,7 @@ import httptools
 
 from fastproxy.config.model import Upstream
 from fastproxy.http.forward import LAST_CHUNK, chunk
-from fastproxy.http.response import Framing, head_field, response_head, with_length
+from fastproxy.http.response import Framing, head_field, response_head
 from fastproxy.masking import MASK, REFUSE, TOO_LARGE, CompiledMask
 from fastproxy.server.state import INF, WorkerState
 
@@ -51,27 +51,51 @@ class _Refused(Exception):
 
 
 class _Masking:
-    """A response being buffered to be masked: the client head waits for the new length."""
+    """A response being buffered to be masked: the client head waits for the new length.
 
-    __slots__ = ("head", "mask", "pieces", "size")
+    The head response_head made ends with its framing line (the proxy's own) and then either a
+    blank line or ``Connection: close`` and one; the stages' lines (``extra``) go before the
+    blank line. Held as those parts, the head takes its new ``Content-Length`` (and a
+    ``Connection: close`` the exchange came to need meanwhile) without searching it again.
+    """
 
-    def __init__(self, mask: CompiledMask, head: bytes) -> None:
+    __slots__ = ("close", "extra", "framing_line", "mask", "pieces", "prefix", "size")
+
+    def __init__(
+        self, mask: CompiledMask, prefix: bytes, framing_line: bytes, close: bool, extra: bytes
+    ) -> None:
         self.mask = mask
-        self.head = head
+        self.prefix = prefix  # the head up to its framing line
+        self.framing_line = framing_line
+        self.close = close
+        self.extra = extra
         self.pieces: list[bytes] = []
         self.size = 0
 
+    @classmethod
+    def hold(
+        cls, mask: CompiledMask, client_head: bytes, framing: int, length: int, close: bool, extra: bytes
+    ) -> _Masking:
+        if framing == Framing.CHUNKED:
+            framing_line = b"Transfer-Encoding: chunked\r\n"
+        elif framing == Framing.LENGTH:
+            framing_line = b"Content-Length: %d\r\n" % length
+        else:
+            framing_line = b""  # close-delimited: no framing line
+        tail = framing_line + (b"Connection: close\r\n\r\n" if close else b"\r\n")
+        # response_head always ends so (tested); the check keeps a change there from corrupting.
+        assert client_head.endswith(tail), "response_head's framing is not at the end of its head"
+        return cls(mask, client_head[: len(client_head) - len(tail)], framing_line, close, extra)
 
-def _held_head(masking: _Masking, exchange: Exchange) -> bytes:
-    """The held client head as it goes out: told to close if the exchange became the last meanwhile.
+    def head(self, exchange: Exchange, length: int | None = None) -> bytes:
+        """The head as it goes out: its own framing, or ``length`` as the new Content-Length.
 
-    A graceful stop or the client's half-close can end keep-alive after the head was made (its
-    ``Connection: close`` depends on it); a head sent at once cannot say so, a held one can.
-    """
-    head = masking.head
-    if not exchange.keep_alive and b"\r\nConnection: close\r\n" not in head:
-        head = head[:-2] + b"Connection: close\r\n\r\n"
-    return head
+        A graceful stop or the client's half-close can end keep-alive after the head was made;
+        a held head can still say ``Connection: close``.
+        """
+        framing_line = self.framing_line if length is None else b"Content-Length: %d\r\n" % length
+        close = b"Connection: close\r\n" if self.close or not exchange.keep_alive else b""
+        return b"".join((self.prefix, framing_line, close, self.extra, b"\r\n"))
 
 
 class UpstreamError(Exception):
@@ -347,9 +371,6 @@ class UpstreamConnection(asyncio.Protocol):
             head.version == "1.1",
             exchange.keep_alive,
         )
-        if exchange.response_extra:
-            # The stages' own fields (RateLimit-*), before the blank line that ends the head.
-            client_head = client_head[:-2] + exchange.response_extra + b"\r\n"
         self.head_buf = b""
         self.framing = framing
         self.until_close = framing != Framing.NONE and length == -1 and not chunked
@@ -357,19 +378,30 @@ class UpstreamConnection(asyncio.Protocol):
         exchange.status = status
         if exchange.mask is not None and framing != Framing.NONE:
             raw = buf[:end]
+            lowered = raw.lower()
             verdict = exchange.mask.plan(
-                head_field(raw, b"content-type"),
+                head_field(raw, b"content-type", lowered),
                 length if length >= 0 and not chunked else None,
-                head_field(raw, b"content-encoding"),
+                head_field(raw, b"content-encoding", lowered),
             )
             if verdict.action == MASK:
                 # The head goes out with the masked body, once its length is known.
-                self.masking = _Masking(exchange.mask, client_head)
+                self.masking = _Masking.hold(
+                    exchange.mask,
+                    client_head,
+                    framing,
+                    length,
+                    not exchange.keep_alive,
+                    exchange.response_extra,
+                )
                 return
             if verdict.action == REFUSE:
                 self.refused = verdict.reason or ""
                 raise _Refused
             exchange.mask_skipped = verdict.reason or ""
+        if exchange.response_extra:
+            # The stages' own fields (RateLimit-*), before the blank line that ends the head.
+            client_head = client_head[:-2] + exchange.response_extra + b"\r\n"
         self.out.append(client_head)
         exchange.response_started = True
         if framing == Framing.NONE:
@@ -425,7 +457,7 @@ class UpstreamConnection(asyncio.Protocol):
         exchange.mask_skipped = reason
         exchange.response_started = True
         out = self.out
-        out.append(_held_head(masking, exchange))
+        out.append(masking.head(exchange))
         chunked = self.framing == Framing.CHUNKED
         for piece in masking.pieces:
             out.append(chunk(piece) if chunked else piece)
@@ -443,7 +475,7 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.masked = count
         else:
             exchange.mask_skipped = verdict.reason or ""
-        self.out.append(with_length(_held_head(masking, exchange), len(body)))
+        self.out.append(masking.head(exchange, len(body)))
         self.out.append(body)
         exchange.response_started = True
         return True

@@ -21,14 +21,17 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fastproxy.http.response import head_field, response_head_reference, with_length
+from fastproxy.http.response import head_field, response_head, response_head_reference
 from fastproxy.identity.mint import mint, public_jwks
+from fastproxy.masking import CompiledMask
+from fastproxy.server.upstream import _Masking
 
 from .helpers import (
     Client,
@@ -47,6 +50,7 @@ from .helpers import (
 ISSUER = "https://idp.masking.test/"
 AUDIENCE = "masking-api"
 FIELDS = ["ssn", "owner.email", "items[*].card.number"]
+PII_MASK = CompiledMask("pii", FIELDS)
 
 # What the upstream sends, with its own spacing: a masked body keeps it (only the named values change).
 DOCUMENT: dict[str, Any] = {
@@ -648,19 +652,31 @@ def test_upstream_keep_alive_survives_masked_responses(env: Env) -> None:
         (b"X-Content-Length: 5\r\ncontent-length: 10\r\nX-Transfer-Encoding: chunked\r\n", True, True),
     ],
 )
-def test_with_length_replaces_the_framing(fields: bytes, client_http11: bool, keep_alive: bool) -> None:
+@pytest.mark.parametrize("make_head", [response_head, response_head_reference])
+def test_a_held_head_gets_the_new_length_in_place_of_its_framing(
+    fields: bytes, client_http11: bool, keep_alive: bool, make_head: Any
+) -> None:
     upstream_head = b"HTTP/1.1 200 OK\r\n" + fields + b"\r\n"
-    client_head, *_ = response_head_reference(upstream_head, b"rid", 200, False, client_http11, keep_alive)
-    head = with_length(client_head, 1234)
+    made = make_head(upstream_head, b"rid", 200, False, client_http11, keep_alive)
+    client_head, framing, length, _, kept = made
+    extra = b"RateLimit-Limit: 3\r\n"
+    held = _Masking.hold(PII_MASK, client_head, framing, length, not kept, extra)
+    exchange = SimpleNamespace(keep_alive=kept)
+    assert held.head(exchange) == client_head[:-2] + extra + b"\r\n"  # as it would have gone out
+    head = held.head(exchange, 1234)
     assert head.endswith(b"\r\n\r\n") and head.count(b"\r\n\r\n") == 1
     lines = head[:-4].split(b"\r\n")
-    framing = [line for line in lines if line.lower().startswith((b"content-length:", b"transfer-encoding:"))]
-    assert framing == [b"Content-Length: 1234"]
+    framing_names = (b"content-length:", b"transfer-encoding:")
+    framing_lines = [line for line in lines if line.lower().startswith(framing_names)]
+    assert framing_lines == [b"Content-Length: 1234"]
     assert (b"Connection: close" in lines) == (not keep_alive)
+    assert lines[-1] == b"RateLimit-Limit: 3"
     # Look-alike fields of the upstream's are kept as they were.
     assert [line for line in lines if line.startswith(b"X-")] == [
         line for line in upstream_head.split(b"\r\n") if line.startswith(b"X-")
     ] + [b"X-Request-Id: rid"]
+    # Keep-alive that ended while the head was held: the head says close after all.
+    assert b"\r\nConnection: close\r\n" in held.head(SimpleNamespace(keep_alive=False), 1234)
 
 
 @pytest.mark.parametrize(
