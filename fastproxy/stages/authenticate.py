@@ -275,8 +275,9 @@ class Authenticate:
                 ctx.upstream_headers.append((self.api_key_header, api_key))
         bearer: bytes | None = None
         if self.issuers and authorization is not None:
-            if authorization[:7] == b"Bearer " and b" " not in authorization[7:] and len(authorization) > 7:
-                # The usual spelling, without the general path's copies.
+            usual = authorization[:7] == b"Bearer " and len(authorization) > 7
+            if usual and authorization.find(b" ", 7) == -1:
+                # The usual spelling, with one copy of the token (a find, not a slice, to check it).
                 return authorization[7:], api_key if self.api_keys is not None else None, None
             scheme, _, token = authorization.strip().partition(b" ")
             if scheme.lower() == b"bearer":
