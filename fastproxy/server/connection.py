@@ -486,9 +486,11 @@ class ClientConnection(asyncio.Protocol):
         """
         if exchange.request_done and not exchange.recorded and not self.lost and exchange is self.active:
             exchange.bytes_out += len(data)
-            self._record(exchange)
-            if self.transport is not None:
-                self.transport.write(data)
+            try:
+                self._record(exchange)
+            finally:  # the answer goes out whatever happened to its record
+                if self.transport is not None:
+                    self.transport.write(data)
             return
         self.write_response(data)
 
