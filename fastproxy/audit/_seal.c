@@ -161,7 +161,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "fastproxy.audit._seal", "Chaining audit records in batches (see seal).", -1, methods,
+    PyModuleDef_HEAD_INIT, "fastproxy.audit._seal", "Chaining audit records in batches (see seal).", -1, methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__seal(void) { return PyModule_Create(&module); }

@@ -564,6 +564,32 @@ static inline Py_ssize_t find_name(const unsigned char *name, Py_ssize_t len, Py
     return -1;
 }
 
+/* The value at s->p of a member or element: replaced (leaf), walked with child, or skipped. */
+static int take_value(Scan *s, int leaf, const Node *child) {
+    const unsigned char *value = s->p;
+    if (leaf) {
+        int rc = skip_value(s);
+        return rc < 0 ? rc : splice(s, value);
+    }
+    return child ? walk_value(s, child) : skip_value(s);
+}
+
+/* After a member or element: 1 at the container's end (passed), 0 after a comma, < 0 if neither. */
+static int next_or_end(Scan *s, unsigned char end, const char *expected) {
+    skip_ws(s);
+    if (s->p >= s->end)
+        return fail(s, "truncated");
+    if (*s->p == end) {
+        s->p++;
+        return 1;
+    }
+    if (*s->p != ',')
+        return fail(s, expected);
+    s->p++;
+    skip_ws(s);
+    return 0;
+}
+
 static int walk_object(Scan *s, const Node *node) {
     int rc, escaped;
     s->p++; /* '{' */
@@ -598,24 +624,10 @@ static int walk_object(Scan *s, const Node *node) {
             return fail(s, "expected ':'");
         s->p++;
         skip_ws(s);
-        const unsigned char *value = s->p;
-        if (leaf) {
-            if ((rc = skip_value(s)) < 0 || (rc = splice(s, value)) < 0)
-                return rc;
-        } else if ((rc = inner >= 0 ? walk_value(s, node->children[inner]) : skip_value(s)) < 0) {
+        if ((rc = take_value(s, leaf, inner >= 0 ? node->children[inner] : NULL)) < 0)
             return rc;
-        }
-        skip_ws(s);
-        if (s->p >= s->end)
-            return fail(s, "truncated");
-        if (*s->p == '}') {
-            s->p++;
-            return 0;
-        }
-        if (*s->p != ',')
-            return fail(s, "expected ',' or '}'");
-        s->p++;
-        skip_ws(s);
+        if ((rc = next_or_end(s, '}', "expected ',' or '}'")) != 0)
+            return rc < 0 ? rc : 0;
     }
 }
 
@@ -629,24 +641,10 @@ static int walk_array(Scan *s, const Node *node) {
     }
     for (;;) {
         skip_ws(s);
-        const unsigned char *value = s->p;
-        if (node->each_leaf) {
-            if ((rc = skip_value(s)) < 0 || (rc = splice(s, value)) < 0)
-                return rc;
-        } else if ((rc = node->each ? walk_value(s, node->each) : skip_value(s)) < 0) {
+        if ((rc = take_value(s, node->each_leaf, node->each)) < 0)
             return rc;
-        }
-        skip_ws(s);
-        if (s->p >= s->end)
-            return fail(s, "truncated");
-        if (*s->p == ']') {
-            s->p++;
-            return 0;
-        }
-        if (*s->p != ',')
-            return fail(s, "expected ',' or ']'");
-        s->p++;
-        skip_ws(s);
+        if ((rc = next_or_end(s, ']', "expected ',' or ']'")) != 0)
+            return rc < 0 ? rc : 0;
         if (s->p < s->end && *s->p == ']')
             return fail(s, "trailing comma in array");
     }
@@ -747,7 +745,7 @@ static PyTypeObject SplicerType = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "fastproxy.masking._splice", "Masking JSON documents in one pass (see Splicer).", -1, NULL,
+    PyModuleDef_HEAD_INIT, "fastproxy.masking._splice", "Masking JSON documents in one pass (see Splicer).", -1, NULL, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__splice(void) {

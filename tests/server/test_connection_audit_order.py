@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from bench.micro_path import FakeTransport
 from fastproxy.config import load_config
 from fastproxy.server.connection import ClientConnection
 from fastproxy.server.state import WorkerState
@@ -23,28 +24,15 @@ REQUEST = b"GET /thing HTTP/1.1\r\nHost: test\r\n\r\n"
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 
 
-class Transport:
+class Transport(FakeTransport):
+    """bench.micro_path's fake transport, noting what is written and closed."""
+
     def __init__(self, events: list[tuple[str, Any]], name: str) -> None:
         self.events = events
         self.name = name
 
     def write(self, data: bytes) -> None:
         self.events.append((self.name, data))
-
-    def get_extra_info(self, name: str) -> Any:
-        return ("127.0.0.1", 40000)
-
-    def set_write_buffer_limits(self, high: int) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
     def close(self) -> None:
         self.events.append((self.name, "close"))
