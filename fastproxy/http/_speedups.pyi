@@ -1,4 +1,4 @@
-# The C twins of fastproxy.http.response.response_head_reference,
+# The C twins of fastproxy.http.response.response_head_reference, .media_fields_reference,
 # fastproxy.http.forward.request_head_reference, fastproxy.http.request.parse_head and
 # fastproxy.http.request.RequestCallbacks (see fastproxy/http/_speedups.c).
 
@@ -19,6 +19,7 @@ class HeadError(ValueError):
 def response_head(
     raw: bytes, request_id: bytes, status: int, is_head: bool, client_http11: bool, keep_alive: bool, /
 ) -> tuple[bytes, int, int, bool, bool]: ...
+def media_fields(raw: bytes, /) -> tuple[bytes | None, bytes | None]: ...
 def request_head(
     method: bytes | str,
     target: bytes,

@@ -25,6 +25,7 @@ __all__ = [
     "build_response_head",
     "choose_framing",
     "head_field",
+    "media_fields",
     "no_body_status",
     "parse_response_head",
 ]
@@ -188,6 +189,13 @@ def head_field(raw: bytes, name: bytes, lowered: bytes | None = None) -> bytes |
     return raw[start : raw.index(b"\r", start)].strip()
 
 
+def media_fields_reference(raw: bytes) -> tuple[bytes | None, bytes | None]:
+    """(Content-Type, Content-Encoding) of a head: what masking asks of it. The pure-Python
+    reference of ``_speedups.media_fields``."""
+    lowered = raw.lower()
+    return head_field(raw, b"content-type", lowered), head_field(raw, b"content-encoding", lowered)
+
+
 def response_head_reference(
     raw: bytes, request_id: bytes, status: int, is_head: bool, client_http11: bool, keep_alive: bool
 ) -> tuple[bytes, int, int, bool, bool]:
@@ -205,6 +213,8 @@ def response_head_reference(
 
 
 try:
+    from fastproxy.http._speedups import media_fields as media_fields
     from fastproxy.http._speedups import response_head as response_head
 except ImportError:  # pragma: no cover - only without a compiler
+    media_fields = media_fields_reference
     response_head = response_head_reference

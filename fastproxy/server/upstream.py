@@ -31,7 +31,7 @@ import httptools
 
 from fastproxy.config.model import Upstream
 from fastproxy.http.forward import LAST_CHUNK, chunk
-from fastproxy.http.response import Framing, head_field, response_head
+from fastproxy.http.response import Framing, media_fields, response_head
 from fastproxy.masking import MASK, REFUSE, TOO_LARGE, CompiledMask
 from fastproxy.server.state import INF, WorkerState
 
@@ -44,6 +44,7 @@ log = logging.getLogger("fastproxy.upstream")
 
 _WRITE_HIGH_WATER = 256 * 1024
 _MAX_HEAD = 65536  # bytes of response head accepted from an upstream
+_CLOSE_END = b"Connection: close\r\n\r\n"  # how response_head ends a head that ends its connection
 
 
 class _Refused(Exception):
@@ -53,49 +54,53 @@ class _Refused(Exception):
 class _Masking:
     """A response being buffered to be masked: the client head waits for the new length.
 
-    The head response_head made ends with its framing line (the proxy's own) and then either a
-    blank line or ``Connection: close`` and one; the stages' lines (``extra``) go before the
-    blank line. Held as those parts, the head takes its new ``Content-Length`` (and a
-    ``Connection: close`` the exchange came to need meanwhile) without searching it again.
+    The head response_head made ends with its framing line (the proxy's own; none for a
+    close-delimited body), then ``Connection: close`` when the connection ends, then the blank
+    line; the stages' lines (``extra``) go before the blank line. Held with the bounds of its
+    framing line, the head takes its new ``Content-Length`` (and a ``Connection: close`` the
+    exchange came to need meanwhile) without being searched or rebuilt until it goes out.
     """
 
-    __slots__ = ("close", "extra", "framing_line", "mask", "pieces", "prefix", "size")
+    __slots__ = ("client_head", "close", "extra", "framing_end", "framing_start", "mask", "pieces", "size")
 
     def __init__(
-        self, mask: CompiledMask, prefix: bytes, framing_line: bytes, close: bool, extra: bytes
+        self, mask: CompiledMask, client_head: bytes, framing: int, close: bool, extra: bytes
     ) -> None:
         self.mask = mask
-        self.prefix = prefix  # the head up to its framing line
-        self.framing_line = framing_line
+        self.client_head = client_head
         self.close = close
         self.extra = extra
+        end = len(client_head) - (len(_CLOSE_END) if close else 2)
+        self.framing_end = end
+        # The framing line is the head's last before ``end``: it starts after the LF before it.
+        self.framing_start = end if framing == Framing.CLOSE else client_head.rfind(b"\n", 0, end - 1) + 1
         self.pieces: list[bytes] = []
         self.size = 0
 
-    @classmethod
-    def hold(
-        cls, mask: CompiledMask, client_head: bytes, framing: int, length: int, close: bool, extra: bytes
-    ) -> _Masking:
-        if framing == Framing.CHUNKED:
-            framing_line = b"Transfer-Encoding: chunked\r\n"
-        elif framing == Framing.LENGTH:
-            framing_line = b"Content-Length: %d\r\n" % length
-        else:
-            framing_line = b""  # close-delimited: no framing line
-        tail = framing_line + (b"Connection: close\r\n\r\n" if close else b"\r\n")
-        # response_head always ends so (tested); the check keeps a change there from corrupting.
-        assert client_head.endswith(tail), "response_head's framing is not at the end of its head"
-        return cls(mask, client_head[: len(client_head) - len(tail)], framing_line, close, extra)
-
-    def head(self, exchange: Exchange, length: int | None = None) -> bytes:
-        """The head as it goes out: its own framing, or ``length`` as the new Content-Length.
+    def head(self, exchange: Exchange) -> bytes:
+        """The head as it goes out with the body unmasked, in its own framing.
 
         A graceful stop or the client's half-close can end keep-alive after the head was made;
-        a held head can still say ``Connection: close``.
+        a held head can still say ``Connection: close`` (so in :meth:`response`).
         """
-        framing_line = self.framing_line if length is None else b"Content-Length: %d\r\n" % length
+        head = self.client_head
+        start = self.framing_start
         close = b"Connection: close\r\n" if self.close or not exchange.keep_alive else b""
-        return b"".join((self.prefix, framing_line, close, self.extra, b"\r\n"))
+        return b"".join((head[:start], head[start : self.framing_end], close, self.extra, b"\r\n"))
+
+    def response(self, exchange: Exchange, body: bytes) -> bytes:
+        """Head and ``body`` as they go out, the head with ``len(body)`` as its Content-Length."""
+        close = b"Connection: close\r\n" if self.close or not exchange.keep_alive else b""
+        return b"".join(
+            (
+                self.client_head[: self.framing_start],
+                b"Content-Length: %d\r\n" % len(body),
+                close,
+                self.extra,
+                b"\r\n",
+                body,
+            )
+        )
 
 
 class UpstreamError(Exception):
@@ -377,22 +382,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.started = True
         exchange.status = status
         if exchange.mask is not None and framing != Framing.NONE:
-            raw = buf[:end]
-            lowered = raw.lower()
+            content_type, content_encoding = media_fields(buf[:end])
             verdict = exchange.mask.plan(
-                head_field(raw, b"content-type", lowered),
-                length if length >= 0 and not chunked else None,
-                head_field(raw, b"content-encoding", lowered),
+                content_type, length if length >= 0 and not chunked else None, content_encoding
             )
             if verdict.action == MASK:
                 # The head goes out with the masked body, once its length is known.
-                self.masking = _Masking.hold(
-                    exchange.mask,
-                    client_head,
-                    framing,
-                    length,
-                    not exchange.keep_alive,
-                    exchange.response_extra,
+                self.masking = _Masking(
+                    exchange.mask, client_head, framing, not exchange.keep_alive, exchange.response_extra
                 )
                 return
             if verdict.action == REFUSE:
@@ -475,8 +472,7 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.masked = count
         else:
             exchange.mask_skipped = verdict.reason or ""
-        self.out.append(masking.head(exchange, len(body)))
-        self.out.append(body)
+        self.out.append(masking.response(exchange, body))
         exchange.response_started = True
         return True
 

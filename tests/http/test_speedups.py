@@ -24,7 +24,7 @@ import pytest
 from fastproxy.http import _speedups
 from fastproxy.http.forward import request_head_reference, upstream_request_head
 from fastproxy.http.request import RequestHead
-from fastproxy.http.response import Framing, response_head_reference
+from fastproxy.http.response import Framing, media_fields_reference, response_head_reference
 
 ResponseResult = tuple[bytes, int, int, bool, bool]
 Fields = list[tuple[bytes, bytes]]
@@ -757,3 +757,67 @@ def test_no_memory_is_leaked_on_any_path() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 20_000, grown  # one leaked object per call would be well over 100 kB
+
+
+# -- media_fields --------------------------------------------------------------------------------------
+
+MEDIA_NAMES = [
+    "Content-Type",
+    "content-type",
+    "CONTENT-ENCODING",
+    "Content-Encoding",
+    "Content-Types",
+    "X-Content-Type",
+    "Content-Typ",
+    "Content-Encodings",
+    "Content-Length",
+    "Server",
+]
+MEDIA_VALUES = [
+    "application/json",
+    " application/json ",
+    "\ta/b+json; charset=utf-8",
+    "",
+    "gzip",
+    "identity ",
+    "x\ty",
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (response("HTTP/1.1 200 OK"), (None, None)),
+        (response("HTTP/1.1 200 OK", "Content-Type: application/json"), (b"application/json", None)),
+        (response("HTTP/1.1 200 OK", "content-encoding:\tgzip \t", "CONTENT-TYPE:x/y"), (b"x/y", b"gzip")),
+        (response("HTTP/1.1 200 OK", "Content-Type: a/b", "Content-Type: c/d"), (b"a/b", None)),  # the first
+        (response("HTTP/1.1 200 OK", "X-Content-Type: a/b", "Content-Types: c/d"), (None, None)),
+        (response("HTTP/1.1 200 OK", "Content-Type:"), (b"", None)),
+        (b"HTTP/1.1 200 OK\r\nContent-Encoding: br", (None, b"br")),  # no CRLF after it: to the end
+    ],
+)
+def test_media_fields_fixed(raw: bytes, expected: tuple[bytes | None, bytes | None]) -> None:
+    assert _speedups.media_fields(raw) == expected
+    if raw.endswith(b"\r\n\r\n"):
+        assert media_fields_reference(raw) == expected
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_media_fields_match_python_on_generated_heads(seed: int) -> None:
+    rng = random.Random(seed)
+    found = 0
+    for _ in range(400):
+        names = [mangle_case(rng, rng.choice(MEDIA_NAMES)) for _ in range(rng.randrange(0, 6))]
+        lines = [name + rng.choice([":", ": ", ":\t"]) + rng.choice(MEDIA_VALUES) for name in names]
+        raw = response(rng.choice(["HTTP/1.1 200 OK", "HTTP/1.0 404 Content-Type: no"]), *lines)
+        if not llhttp_accepts(raw):
+            continue
+        expected = media_fields_reference(raw)
+        assert _speedups.media_fields(raw) == expected, raw
+        found += expected != (None, None)
+    assert found > 100  # the generator does reach the fields
+
+
+def test_media_fields_takes_bytes_only() -> None:
+    with pytest.raises(TypeError):
+        _speedups.media_fields("HTTP/1.1 200 OK\r\n\r\n")  # type: ignore[arg-type]

@@ -658,13 +658,16 @@ def test_a_held_head_gets_the_new_length_in_place_of_its_framing(
 ) -> None:
     upstream_head = b"HTTP/1.1 200 OK\r\n" + fields + b"\r\n"
     made = make_head(upstream_head, b"rid", 200, False, client_http11, keep_alive)
-    client_head, framing, length, _, kept = made
+    client_head, framing, _, _, kept = made
     extra = b"RateLimit-Limit: 3\r\n"
-    held = _Masking.hold(PII_MASK, client_head, framing, length, not kept, extra)
+    held = _Masking(PII_MASK, client_head, framing, not kept, extra)
     exchange = SimpleNamespace(keep_alive=kept)
     assert held.head(exchange) == client_head[:-2] + extra + b"\r\n"  # as it would have gone out
-    head = held.head(exchange, 1234)
-    assert head.endswith(b"\r\n\r\n") and head.count(b"\r\n\r\n") == 1
+    body = b"x" * 1234
+    response = held.response(exchange, body)
+    assert response.endswith(b"\r\n\r\n" + body)
+    head = response[: -len(body)]
+    assert head.count(b"\r\n\r\n") == 1
     lines = head[:-4].split(b"\r\n")
     framing_names = (b"content-length:", b"transfer-encoding:")
     framing_lines = [line for line in lines if line.lower().startswith(framing_names)]
@@ -676,7 +679,8 @@ def test_a_held_head_gets_the_new_length_in_place_of_its_framing(
         line for line in upstream_head.split(b"\r\n") if line.startswith(b"X-")
     ] + [b"X-Request-Id: rid"]
     # Keep-alive that ended while the head was held: the head says close after all.
-    assert b"\r\nConnection: close\r\n" in held.head(SimpleNamespace(keep_alive=False), 1234)
+    assert b"\r\nConnection: close\r\n" in held.response(SimpleNamespace(keep_alive=False), body)
+    assert b"\r\nConnection: close\r\n" in held.head(SimpleNamespace(keep_alive=False))
 
 
 @pytest.mark.parametrize(
