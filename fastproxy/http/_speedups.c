@@ -729,8 +729,19 @@ media_fields(PyObject *Py_UNUSED(module), PyObject *raw_obj)
 
 /* Length of the header lines of a list or tuple of (bytes, bytes) tuples; -1 with TypeError
  * (or OverflowError) set otherwise. */
+/* A header a masked exchange does not forward: Accept-Encoding, Range, If-Range (see
+ * request_head_reference). */
+static inline int
+masking_drops(PyObject *name)
+{
+    const char *s = PyBytes_AS_STRING(name);
+    Py_ssize_t n = PyBytes_GET_SIZE(name);
+    return (n == 15 && EQ(s, n, "accept-encoding")) || (n == 5 && EQ(s, n, "range"))
+           || (n == 8 && EQ(s, n, "if-range"));
+}
+
 static Py_ssize_t
-fields_len(PyObject *seq, const char *what)
+fields_len(PyObject *seq, const char *what, int masked)
 {
     if (!PyList_Check(seq) && !PyTuple_Check(seq)) {
         PyErr_Format(PyExc_TypeError, "request_head(): %s must be a list of (bytes, bytes)", what);
@@ -749,6 +760,9 @@ fields_len(PyObject *seq, const char *what)
                          what, i);
             return -1;
         }
+        if (masked && masking_drops(PyTuple_GET_ITEM(item, 0))) {
+            continue;
+        }
         if (add_len(&total, PyBytes_GET_SIZE(PyTuple_GET_ITEM(item, 0))) < 0
             || add_len(&total, PyBytes_GET_SIZE(PyTuple_GET_ITEM(item, 1))) < 0
             || add_len(&total, 4) < 0) {
@@ -759,13 +773,16 @@ fields_len(PyObject *seq, const char *what)
 }
 
 static char *
-put_fields(char *w, PyObject *seq)
+put_fields(char *w, PyObject *seq, int masked)
 {
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *name = PyTuple_GET_ITEM(items[i], 0);
         PyObject *value = PyTuple_GET_ITEM(items[i], 1);
+        if (masked && masking_drops(name)) {
+            continue;
+        }
         w = put(w, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name));
         w = PUT_LIT(w, ": ");
         w = put(w, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value));
@@ -775,25 +792,27 @@ put_fields(char *w, PyObject *seq)
 }
 
 PyDoc_STRVAR(request_head_doc,
-"request_head($module, method, target, headers, forwarded_for, proto, request_id, extra, chunked, content_length, /)\n"
+"request_head($module, method, target, headers, forwarded_for, proto, request_id, extra, chunked, content_length, masked, /)\n"
 "--\n"
 "\n"
 "The upstream's request head, as forward.upstream_request_head builds it.\n"
 "\n"
 "method is bytes or an ASCII str; forwarded_for and proto are the final X-Forwarded-For and\n"
-"X-Forwarded-Proto values; content_length is -1 when the request declares none.");
+"X-Forwarded-Proto values; content_length is -1 when the request declares none; masked asks\n"
+"for a whole identity-coded document (no Accept-Encoding, Range or If-Range of the client's).");
 
 static PyObject *
 request_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 9) {
-        PyErr_Format(PyExc_TypeError, "request_head() takes 9 positional arguments (%zd given)",
+    if (nargs != 10) {
+        PyErr_Format(PyExc_TypeError, "request_head() takes 10 positional arguments (%zd given)",
                      nargs);
         return NULL;
     }
     PyObject *method_obj = args[0], *target = args[1], *headers = args[2];
     PyObject *forwarded_for = args[3], *proto = args[4], *request_id = args[5];
     PyObject *extra = args[6], *chunked_obj = args[7], *length_obj = args[8];
+    PyObject *masked_obj = args[9];
 
     const char *method;
     Py_ssize_t method_len;
@@ -822,8 +841,8 @@ request_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t narg
                         "request_head(): target, forwarded_for, proto and request_id must be bytes");
         return NULL;
     }
-    if (!PyBool_Check(chunked_obj)) {
-        PyErr_SetString(PyExc_TypeError, "request_head(): chunked must be bool");
+    if (!PyBool_Check(chunked_obj) || !PyBool_Check(masked_obj)) {
+        PyErr_SetString(PyExc_TypeError, "request_head(): chunked and masked must be bool");
         return NULL;
     }
     if (!PyLong_Check(length_obj)) {
@@ -831,6 +850,7 @@ request_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t narg
         return NULL;
     }
     int chunked = chunked_obj == Py_True;
+    int masked = masked_obj == Py_True;
 
     /* The Content-Length digits, formatted before the headers are measured: PyNumber_ToBase is
      * the only call here that could in principle run other code. */
@@ -869,11 +889,11 @@ request_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t narg
         n_digits = end - d;
     }
 
-    Py_ssize_t headers_len = fields_len(headers, "headers");
+    Py_ssize_t headers_len = fields_len(headers, "headers", masked);
     if (headers_len < 0) {
         goto done;
     }
-    Py_ssize_t extra_len = fields_len(extra, "extra");
+    Py_ssize_t extra_len = fields_len(extra, "extra", 0);
     if (extra_len < 0) {
         goto done;
     }
@@ -891,6 +911,9 @@ request_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t narg
     Py_ssize_t fixed = LIT_LEN(" ") + LIT_LEN(" HTTP/1.1\r\n")
                        + LIT_LEN("X-Forwarded-For: \r\n") + LIT_LEN("X-Forwarded-Proto: \r\n")
                        + LIT_LEN("X-Request-Id: \r\n") + LIT_LEN("\r\n");
+    if (masked) {
+        fixed += LIT_LEN("Accept-Encoding: identity\r\n");
+    }
     if (chunked) {
         fixed += LIT_LEN("Transfer-Encoding: chunked\r\n");
     }
@@ -910,7 +933,7 @@ request_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t narg
     w = PUT_LIT(w, " ");
     w = put(w, PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target));
     w = PUT_LIT(w, " HTTP/1.1\r\n");
-    w = put_fields(w, headers);
+    w = put_fields(w, headers, masked);
     w = PUT_LIT(w, "X-Forwarded-For: ");
     w = put(w, PyBytes_AS_STRING(forwarded_for), PyBytes_GET_SIZE(forwarded_for));
     w = PUT_LIT(w, "\r\nX-Forwarded-Proto: ");
@@ -918,7 +941,10 @@ request_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t narg
     w = PUT_LIT(w, "\r\nX-Request-Id: ");
     w = put(w, PyBytes_AS_STRING(request_id), PyBytes_GET_SIZE(request_id));
     w = PUT_LIT(w, "\r\n");
-    w = put_fields(w, extra);
+    w = put_fields(w, extra, 0);
+    if (masked) {
+        w = PUT_LIT(w, "Accept-Encoding: identity\r\n");
+    }
     if (chunked) {
         w = PUT_LIT(w, "Transfer-Encoding: chunked\r\n");
     }

@@ -30,6 +30,7 @@ def request_head(
     extra: list[tuple[bytes, bytes]],
     chunked: bool,
     content_length: int,
+    masked: bool,
     /,
 ) -> bytes: ...
 def scan_request(

@@ -17,6 +17,9 @@ __all__ = ["chunk", "client_address", "request_head", "request_head_reference", 
 
 LAST_CHUNK = b"0\r\n\r\n"
 
+# Request headers a masked exchange does not forward (see request_head_reference).
+_MASKING_DROPS = frozenset({b"accept-encoding", b"range", b"if-range"})
+
 
 def client_address(peer: str, forwarded_for: bytes | None, trusted: tuple[Network, ...]) -> str:
     """The address a request is attributed to (IP rules, audit, rate-limit keys).
@@ -43,18 +46,30 @@ def request_head_reference(
     extra: list[tuple[bytes, bytes]],
     chunked: bool,
     content_length: int,
+    masked: bool,
 ) -> bytes:
-    """The head sent upstream (content_length -1: none); pure-Python twin of _speedups.request_head."""
+    """The head sent upstream (content_length -1: none); pure-Python twin of _speedups.request_head.
+
+    ``masked``: the response is to be masked, so it must be a whole, uncompressed document. A
+    compressed body or a part of one (Range) cannot be masked, and with on_unmaskable = "pass"
+    it would reach the client as it is: the client's Accept-Encoding, Range and If-Range are
+    not forwarded, and Accept-Encoding says identity (none would mean "any coding", RFC 9110
+    12.5.3).
+    """
     if isinstance(method, str):
         method = method.encode("ascii")
     parts = [method, b" ", target, b" HTTP/1.1\r\n"]
     for name, value in headers:
+        if masked and name.lower() in _MASKING_DROPS:
+            continue
         parts.append(name + b": " + value + b"\r\n")
     parts.append(b"X-Forwarded-For: " + forwarded_for + b"\r\n")
     parts.append(b"X-Forwarded-Proto: " + proto + b"\r\n")
     parts.append(b"X-Request-Id: " + request_id + b"\r\n")
     for name, value in extra:
         parts.append(name + b": " + value + b"\r\n")
+    if masked:
+        parts.append(b"Accept-Encoding: identity\r\n")
     if chunked:
         parts.append(b"Transfer-Encoding: chunked\r\n")
     elif content_length != -1:
@@ -76,6 +91,7 @@ def upstream_request_head(
     proto: bytes,
     request_id: bytes,
     extra: list[tuple[bytes, bytes]],
+    masked: bool = False,
 ) -> bytes:
     forwarded_for = peer
     if peer_trusted:
@@ -93,6 +109,7 @@ def upstream_request_head(
         extra,
         head.chunked,
         -1 if head.content_length is None else head.content_length,
+        masked,
     )
 
 

@@ -64,9 +64,6 @@ _SEND = 3  # the client does not read its response: close
 # Seconds an idle keep-alive connection is left open at a graceful stop (see close_if_idle).
 DRAIN = 1.0
 
-# Request headers a masked exchange does not forward (see _unmaskable_asks_removed).
-_MASKED_DROPS = frozenset({b"accept-encoding", b"range", b"if-range"})
-
 _RETRY_SOON = ((b"Retry-After", b"1"),)
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -338,19 +335,6 @@ class ClientConnection(asyncio.Protocol):
             return
         self._admit(exchange, route, ctx)
 
-    @staticmethod
-    def _unmaskable_asks_removed(
-        head: RequestHead, extra: list[tuple[bytes, bytes]]
-    ) -> list[tuple[bytes, bytes]]:
-        """A masked exchange must get a whole, uncompressed document it can mask.
-
-        A compressed body or a part of one (Range) cannot be masked, and with on_unmaskable =
-        "pass" it would reach the client as it is: the request asks for neither. No
-        Accept-Encoding would mean "any coding" (RFC 9110 12.5.3), so it says identity.
-        """
-        head.headers[:] = [(name, value) for name, value in head.headers if name.lower() not in _MASKED_DROPS]
-        return [*extra, (b"Accept-Encoding", b"identity")]
-
     def _log_shadow(self, exchange: Exchange, ctx: RequestContext) -> None:
         # A shadow-mode route served what enforcement would have refused (the audit stage will
         # record it too); the reason code only, never a credential.
@@ -405,8 +389,6 @@ class ClientConnection(asyncio.Protocol):
             # No record of this request could be kept: it does not happen.
             self._reject(exchange, 503, "audit_unavailable", _RETRY_SOON)
             return
-        if exchange.mask is not None:
-            extra = self._unmaskable_asks_removed(exchange.head, extra)
         exchange.upstream_head = upstream_request_head(
             exchange.head,
             self.peer_bytes,
@@ -414,6 +396,7 @@ class ClientConnection(asyncio.Protocol):
             self.proto,
             exchange.request_id,
             extra,
+            exchange.mask is not None,  # a whole, identity-coded document, to be masked
         )
         if exchange.head.expect_continue and not exchange.request_done:
             self.write_response(_CONTINUE)

@@ -46,10 +46,11 @@ def py_request_head(
     extra: Fields,
     chunked: bool,
     content_length: int,
+    masked: bool = False,
 ) -> bytes:
     """The reference for _speedups.request_head."""
     return request_head_reference(
-        method, target, headers, forwarded_for, proto, request_id, extra, chunked, content_length
+        method, target, headers, forwarded_for, proto, request_id, extra, chunked, content_length, masked
     )
 
 
@@ -512,8 +513,9 @@ def check_request(
     extra: Fields,
     chunked: bool,
     content_length: int,
+    masked: bool = False,
 ) -> bytes:
-    args = (method, target, headers, forwarded_for, proto, request_id, extra, chunked, content_length)
+    args = (method, target, headers, forwarded_for, proto, request_id, extra, chunked, content_length, masked)
     expected = py_request_head(*args)
     assert _speedups.request_head(*args) == expected
     # The method may be given as RequestHead keeps it, a str.
@@ -565,6 +567,25 @@ def test_request_head_layout() -> None:
     )
 
 
+def test_a_masked_request_asks_for_a_whole_identity_document() -> None:
+    headers = [
+        (b"Host", b"h"),
+        (b"accept-encoding", b"gzip"),
+        (b"Range", b"bytes=0-9"),
+        (b"X-Range", b"kept"),
+        (b"IF-RANGE", b'"e"'),
+        (b"Accept", b"application/json"),
+    ]
+    head = check_request(b"GET", b"/d", headers, b"a", b"http", b"id", [(b"X-A", b"1")], False, -1, True)
+    assert head == (
+        b"GET /d HTTP/1.1\r\nHost: h\r\nX-Range: kept\r\nAccept: application/json\r\n"
+        b"X-Forwarded-For: a\r\nX-Forwarded-Proto: http\r\nX-Request-Id: id\r\nX-A: 1\r\n"
+        b"Accept-Encoding: identity\r\n\r\n"
+    )
+    # Unmasked, all of them go through.
+    assert check_request(b"GET", b"/d", headers, b"a", b"http", b"id", [], False, -1).count(b"\r\n") == 11
+
+
 @pytest.mark.parametrize("trusted", [False, True])
 @pytest.mark.parametrize("client_forwarded", [None, b"198.51.100.7"])
 @pytest.mark.parametrize("client_proto", [None, b"https"])
@@ -579,7 +600,16 @@ def test_resolved_forwarding_matches_upstream_request_head(
     expected = upstream_request_head(head, peer, trusted, proto, b"rid", extra)
     forwarded_for, final_proto = resolved_forwarding(head, peer, trusted, proto)
     got = _speedups.request_head(
-        head.method, head.target, head.headers, forwarded_for, final_proto, b"rid", extra, head.chunked, 3
+        head.method,
+        head.target,
+        head.headers,
+        forwarded_for,
+        final_proto,
+        b"rid",
+        extra,
+        head.chunked,
+        3,
+        False,
     )
     assert got == expected
 
@@ -614,6 +644,7 @@ def test_generated_request_heads_match_python(seed: int) -> None:
             random_fields(rng, 4),
             rng.random() < 0.2,
             rng.choice([-1, -1, 0, rng.randrange(10**6), 2**63 - 1, 2**63, 2**64 + 5, 10**30]),
+            rng.random() < 0.3,
         )
 
 
@@ -621,7 +652,7 @@ def test_generated_request_heads_match_python(seed: int) -> None:
 
 RAW = FIXED_RESPONSES["nginx"]
 GOOD_RESPONSE_ARGS = (RAW, b"rid", 200, False, True, True)
-GOOD_REQUEST_ARGS = (b"GET", b"/", [(b"Host", b"h")], b"1.2.3.4", b"http", b"rid", [], False, -1)
+GOOD_REQUEST_ARGS = (b"GET", b"/", [(b"Host", b"h")], b"1.2.3.4", b"http", b"rid", [], False, -1, False)
 
 
 @pytest.mark.parametrize(
@@ -677,6 +708,8 @@ def test_response_head_rejects_wrong_types(index: int, value: object) -> None:
         (8, None),
         (8, "5"),
         (8, 5.0),
+        (9, 1),
+        (9, None),
     ],
 )
 def test_request_head_rejects_wrong_types(index: int, value: object) -> None:
@@ -707,7 +740,7 @@ def test_argument_count_and_keywords_are_checked() -> None:
     with pytest.raises(TypeError):
         _speedups.response_head(*GOOD_RESPONSE_ARGS, None)
     with pytest.raises(TypeError):
-        _speedups.request_head(*GOOD_REQUEST_ARGS[:8])
+        _speedups.request_head(*GOOD_REQUEST_ARGS[:9])
     with pytest.raises(TypeError):
         _speedups.response_head(*GOOD_RESPONSE_ARGS[:5], keep_alive=True)
 
@@ -717,7 +750,7 @@ def test_headers_may_be_a_tuple_and_items_bytes_subclasses() -> None:
         pass
 
     headers = ((Name(b"Host"), b"h"),)
-    got = _speedups.request_head(b"GET", b"/", headers, b"a", b"http", b"r", (), False, -1)
+    got = _speedups.request_head(b"GET", b"/", headers, b"a", b"http", b"r", (), False, -1, False)
     assert got == py_request_head(b"GET", b"/", list(headers), b"a", b"http", b"r", [], False, -1)
 
 
@@ -733,8 +766,8 @@ def test_no_memory_is_leaked_on_any_path() -> None:
     ]
     requests = [
         GOOD_REQUEST_ARGS,
-        (b"GET", b"/", BROWSER, b"a", b"http", b"r", [], False, 10**30),
-        (b"GET", b"/", [(b"A", b"1"), None], b"a", b"http", b"r", [], False, 10**30),  # error
+        (b"GET", b"/", BROWSER, b"a", b"http", b"r", [], False, 10**30, True),
+        (b"GET", b"/", [(b"A", b"1"), None], b"a", b"http", b"r", [], False, 10**30, False),  # error
     ]
 
     def run() -> None:
