@@ -358,18 +358,20 @@ class UpstreamConnection(asyncio.Protocol):
         if buf[:1] == b"\r" or buf[:1] == b"\n":
             buf = buf.lstrip(b"\r\n")  # llhttp skips blank lines before a status line
         end = buf.index(b"\r\n\r\n") + 4
-        self.head_buf = buf[end:]  # an interim response may be followed by the final head
         status = self.parser.get_status_code()
         if status < 200:
             # An interim response (100 Continue, 103 Early Hints): the proxy answered Expect
-            # itself, so it is dropped and the final response follows on the same connection.
+            # itself, so it is dropped and the final response follows on the same connection
+            # (perhaps in these same bytes).
+            self.head_buf = buf[end:]
             self.interim = True
             return
         exchange = self.exchange
         assert exchange is not None
         head = exchange.head
+        raw = buf[:end]
         client_head, framing, length, chunked, exchange.keep_alive = response_head(
-            buf[:end],
+            raw,
             exchange.request_id,
             status,
             head.method == "HEAD",
@@ -382,7 +384,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.started = True
         exchange.status = status
         if exchange.mask is not None and framing != Framing.NONE:
-            content_type, content_encoding = media_fields(buf[:end])
+            content_type, content_encoding = media_fields(raw)
             verdict = exchange.mask.plan(
                 content_type, length if length >= 0 and not chunked else None, content_encoding
             )
