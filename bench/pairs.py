@@ -147,7 +147,7 @@ def markdown(doc: dict[str, Any]) -> str:
         met = "-" if r["met"] is None else ("yes" if r["met"] else "no")
         lines.append(
             f"| {r['target']} | {r['baseline']} | {r['issue'] or '-'} | {num(r['bar'], '.2f')} "
-            f"| {num(r['ratio_median'], '.2f', 'x')} | {num(r['ratio_min'], '.2f', 'x')} "
+            f"| {num(r['ratio_median'], '.3f', 'x')} | {num(r['ratio_min'], '.2f', 'x')} "
             f"| {num(r['ratio_max'], '.2f', 'x')} "
             f"| {num(r['target_rps_median'], ',.0f')} | {num(r['baseline_rps_median'], ',.0f')} "
             f"| {num(r['cpu_us_over_baseline_median'], '+.1f')} | {met} | {r['errors']} |"

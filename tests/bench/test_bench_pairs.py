@@ -93,7 +93,7 @@ def test_markdown_has_a_row_per_pair_and_the_notes() -> None:
     text = markdown(doc)
     rows = [line for line in text.splitlines() if line.startswith("| fastproxy")]
     assert len(rows) == 2
-    assert "| 0.70x |" in rows[0] and "| no |" in rows[0]
+    assert "| 0.700x |" in rows[0] and "| no |" in rows[0]
     assert "| - |" in rows[1]
     assert "- haproxy-jwt: left out" in text
 
