@@ -94,10 +94,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def summarize(pair: Pair, measured: list[tuple[Measurement, Measurement]]) -> dict[str, Any]:
-    """One pair's figures from its (target, baseline) measurements, taken back to back."""
-    ratios = [
-        t.wrk.requests_per_sec / b.wrk.requests_per_sec for t, b in measured if b.wrk.requests_per_sec > 0
-    ]
+    """One pair's figures from its (target, baseline) measurements, taken back to back.
+
+    A pair whose baseline answered nothing gives no ratio and counts nowhere; ``met`` is None
+    when any answer failed (quick error answers would inflate req/s).
+    """
+    errors = sum(t.wrk.errors + b.wrk.errors for t, b in measured)
+    measured = [(t, b) for t, b in measured if b.wrk.requests_per_sec > 0]
+    ratios = [t.wrk.requests_per_sec / b.wrk.requests_per_sec for t, b in measured]
     cpu = [
         (t.cpu_us_per_request, b.cpu_us_per_request)
         for t, b in measured
@@ -121,8 +125,8 @@ def summarize(pair: Pair, measured: list[tuple[Measurement, Measurement]]) -> di
         if measured
         else None,
         "cpu_us_over_baseline_median": statistics.median(t - b for t, b in cpu) if cpu else None,
-        "met": None if pair.bar is None or median is None else median >= pair.bar,
-        "errors": sum(t.wrk.errors + b.wrk.errors for t, b in measured),
+        "met": None if pair.bar is None or median is None or errors else median >= pair.bar,
+        "errors": errors,
     }
 
 
@@ -144,7 +148,7 @@ def markdown(doc: dict[str, Any]) -> str:
         return "-" if value is None else format(value, fmt) + unit
 
     for r in doc["pairs"]:
-        met = "-" if r["met"] is None else ("yes" if r["met"] else "no")
+        met = "suspect" if r["errors"] else "-" if r["met"] is None else ("yes" if r["met"] else "no")
         lines.append(
             f"| {r['target']} | {r['baseline']} | {r['issue'] or '-'} | {num(r['bar'], '.2f')} "
             f"| {num(r['ratio_median'], '.3f', 'x')} | {num(r['ratio_min'], '.2f', 'x')} "

@@ -727,8 +727,6 @@ media_fields(PyObject *Py_UNUSED(module), PyObject *raw_obj)
 
 /* -- request_head ----------------------------------------------------------------------------- */
 
-/* Length of the header lines of a list or tuple of (bytes, bytes) tuples; -1 with TypeError
- * (or OverflowError) set otherwise. */
 /* A header a masked exchange does not forward: Accept-Encoding, Range, If-Range (see
  * request_head_reference). */
 static inline int
@@ -740,6 +738,8 @@ masking_drops(PyObject *name)
            || (n == 8 && EQ(s, n, "if-range"));
 }
 
+/* Length of the header lines of a list or tuple of (bytes, bytes) tuples, less those
+ * masking_drops names when masked; -1 with TypeError (or OverflowError) set otherwise. */
 static Py_ssize_t
 fields_len(PyObject *seq, const char *what, int masked)
 {
