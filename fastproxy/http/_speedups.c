@@ -1209,6 +1209,8 @@ typedef struct {
     PyObject *get_method;
     PyObject *get_http_version;
     PyObject *should_keep_alive;
+    PyObject *version_10; /* "1.0" and "1.1", as get_http_version spells them */
+    PyObject *version_11;
 } SpeedupsState;
 
 static inline SpeedupsState *
@@ -1808,6 +1810,8 @@ typedef struct {
     Py_ssize_t max_url, max_headers, max_header_bytes, max_body;
     Py_ssize_t header_bytes, body_bytes;
     Py_ssize_t head_seen;
+    PyObject *chunk;    /* the bytes being fed (RequestParser.feed sets it), or None */
+    Py_ssize_t begun;   /* messages begun since chunk was set */
     char in_head;
     char began;
 } Callbacks;
@@ -1911,6 +1915,8 @@ callbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->max_header_bytes = max_header_bytes;
     self->max_body = max_body_n;
     self->header_bytes = self->body_bytes = self->head_seen = 0;
+    self->chunk = Py_NewRef(Py_None);
+    self->begun = 0;
     self->in_head = self->began = 0;
     return (PyObject *)self;
 }
@@ -1924,6 +1930,7 @@ callbacks_traverse(Callbacks *self, visitproc visit, void *arg)
     Py_VISIT(self->error_class);
     Py_VISIT(self->parser);
     Py_VISIT(self->headers);
+    Py_VISIT(self->chunk);
     return 0;
 }
 
@@ -1933,6 +1940,7 @@ callbacks_clear(Callbacks *self)
     Py_XSETREF(self->handler, Py_NewRef(Py_None));
     Py_XSETREF(self->head_class, Py_NewRef(Py_None));
     Py_XSETREF(self->error_class, Py_NewRef(Py_None));
+    Py_XSETREF(self->chunk, Py_NewRef(Py_None));
     Py_CLEAR(self->parser);
     return 0;
 }
@@ -1950,6 +1958,7 @@ callbacks_dealloc(Callbacks *self)
     Py_CLEAR(self->credential);
     Py_CLEAR(self->url);
     Py_CLEAR(self->headers);
+    Py_CLEAR(self->chunk);
     type->tp_free((PyObject *)self);
     Py_DECREF(type);
 }
@@ -1979,6 +1988,7 @@ callbacks_on_message_begin(Callbacks *self, PyObject *Py_UNUSED(ignored))
     self->in_head = 1;
     self->head_seen = 0;
     self->began = 1;
+    self->begun++;
     Py_RETURN_NONE;
 }
 
@@ -2054,6 +2064,39 @@ callbacks_on_header(Callbacks *self, PyObject *const *args, Py_ssize_t nargs)
 
 enum { HEAD_ARGS = 15 };
 
+/* The version of the message whose head just completed, read from its request line when that
+ * line starts the chunk being fed and is its only message begun so far: "<method> <url>
+ * HTTP/1.x" CRLF, with the method and URL llhttp parsed. A new reference to "1.0" or "1.1", or
+ * NULL (no error set) to ask the parser. get_http_version formats a new str each time (a third
+ * of a microsecond); this reads eight bytes where llhttp has already checked them. */
+static PyObject *
+version_in_chunk(Callbacks *self, SpeedupsState *st, PyObject *method, PyObject *url)
+{
+    PyObject *chunk = self->chunk;
+    if (self->begun != 1 || !PyBytes_Check(chunk) || !PyBytes_Check(method) || !PyBytes_Check(url)) {
+        return NULL;
+    }
+    const char *c = PyBytes_AS_STRING(chunk);
+    Py_ssize_t n = PyBytes_GET_SIZE(chunk);
+    Py_ssize_t m = PyBytes_GET_SIZE(method), u = PyBytes_GET_SIZE(url);
+    if (m > n || u > n || n - m - u < 12) { /* " " url " HTTP/1.x" CRLF */
+        return NULL;
+    }
+    const char *at = c + m + 1 + u;
+    if (memcmp(c, PyBytes_AS_STRING(method), (size_t)m) != 0 || c[m] != ' '
+        || memcmp(c + m + 1, PyBytes_AS_STRING(url), (size_t)u) != 0
+        || memcmp(at, " HTTP/1.", 8) != 0 || at[9] != '\r' || at[10] != '\n') {
+        return NULL;
+    }
+    if (at[8] == '1') {
+        return Py_NewRef(st->version_11);
+    }
+    if (at[8] == '0') {
+        return Py_NewRef(st->version_10);
+    }
+    return NULL;
+}
+
 /* parse_head(parser.get_method().decode("ascii"), url, parser.get_http_version(), headers,
  * parser.should_keep_alive(), max_body), with scan_head in place of scan_request: the
  * RequestHead, or NULL with error_class(status, reason, detail) or what a call raised. */
@@ -2072,12 +2115,15 @@ build_head(Callbacks *self, SpeedupsState *st, PyObject *parser)
     method = PyBytes_Check(name)
                  ? PyUnicode_DecodeASCII(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), NULL)
                  : PyObject_CallMethod(name, "decode", "s", "ascii");
-    Py_DECREF(name);
     if (method == NULL) {
+        Py_DECREF(name);
         goto done;
     }
     url = Py_NewRef(self->url);
-    if ((version = PyObject_CallMethodNoArgs(parser, st->get_http_version)) == NULL) {
+    version = version_in_chunk(self, st, name, url);
+    Py_DECREF(name);
+    if (version == NULL
+        && (version = PyObject_CallMethodNoArgs(parser, st->get_http_version)) == NULL) {
         goto done;
     }
     raw = Py_NewRef(self->headers);
@@ -2206,7 +2252,27 @@ callbacks_set_flag(Callbacks *self, PyObject *value, void *offset)
     return 0;
 }
 
+static PyObject *
+callbacks_get_chunk(Callbacks *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->chunk);
+}
+
+static int
+callbacks_set_chunk(Callbacks *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete chunk");
+        return -1;
+    }
+    Py_SETREF(self->chunk, Py_NewRef(value));
+    self->begun = 0;
+    return 0;
+}
+
 static PyGetSetDef callbacks_getset[] = {
+    {"chunk", (getter)callbacks_get_chunk, (setter)callbacks_set_chunk,
+     "The bytes being fed, or None (setting it starts a count of messages begun).", NULL},
     {"in_head", (getter)callbacks_get_flag, (setter)callbacks_set_flag,
      "A request has begun and its head is not complete.", (void *)offsetof(Callbacks, in_head)},
     {"began", (getter)callbacks_get_flag, (setter)callbacks_set_flag,
@@ -2299,6 +2365,8 @@ speedups_exec(PyObject *module)
         {&st->get_method, "get_method"},
         {&st->get_http_version, "get_http_version"},
         {&st->should_keep_alive, "should_keep_alive"},
+        {&st->version_10, "1.0"},
+        {&st->version_11, "1.1"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].name)) == NULL) {
@@ -2334,6 +2402,8 @@ speedups_clear(PyObject *module)
     Py_CLEAR(st->get_method);
     Py_CLEAR(st->get_http_version);
     Py_CLEAR(st->should_keep_alive);
+    Py_CLEAR(st->version_10);
+    Py_CLEAR(st->version_11);
     return 0;
 }
 

@@ -311,6 +311,7 @@ class RequestCallbacks:
         "_max_url",
         "_url",
         "began",
+        "chunk",
         "head_seen",
         "in_head",
         "parser",
@@ -338,6 +339,9 @@ class RequestCallbacks:
         self.in_head = False  # a request has begun and its head is not complete
         self.head_seen = 0  # bytes fed while the head is open (see RequestParser.feed)
         self.began = False  # a head began during the current feed
+        # The bytes being fed (RequestParser.feed): the C twin reads a request's version from
+        # its request line there instead of asking llhttp; here it is only kept.
+        self.chunk: bytes | None = None
         self.parser: httptools.HttpRequestParser | None = None  # set by RequestParser
 
     def on_message_begin(self) -> None:
@@ -430,6 +434,7 @@ class RequestParser:
         if callbacks.in_head:
             callbacks.head_seen += len(data)
         callbacks.began = False
+        callbacks.chunk = data
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -441,6 +446,8 @@ class RequestParser:
             raise
         except httptools.HttpParserError as exc:
             raise ProtocolError(400, "bad_request", str(exc)) from None
+        finally:
+            callbacks.chunk = None  # a connection keeps no read it is done with
         if callbacks.in_head:
             if callbacks.began:
                 # The head began in this chunk. An open head holds no blank line, so it is at

@@ -703,3 +703,79 @@ TestRequestSuiteWithEachCallbacks = pytest.mark.usefixtures("wired")(
 
 def test_the_request_suite_is_rerun() -> None:
     assert len([name for name in vars(TestRequestSuiteWithEachCallbacks) if name.startswith("test_")]) >= 30
+
+
+# -- the version, read from the request line -------------------------------------------------------
+
+
+class CountingParser:
+    """The httptools parser on_headers_complete asks, counting get_http_version calls."""
+
+    def __init__(self, parser: httptools.HttpRequestParser) -> None:
+        self.parser = parser
+        self.version_calls = 0
+
+    def get_method(self) -> bytes:
+        return self.parser.get_method()
+
+    def get_http_version(self) -> str:
+        self.version_calls += 1
+        return self.parser.get_http_version()
+
+    def should_keep_alive(self) -> bool:
+        return self.parser.should_keep_alive()
+
+
+def counted(pieces: list[bytes]) -> tuple[list[str], int]:
+    """(each head's version, get_http_version calls) through the C callbacks."""
+    handler = Events()
+    parser = make_parser("c", handler, LIMITS)
+    counting = CountingParser(parser._parser)
+    parser._callbacks.parser = counting
+    for piece in pieces:
+        parser.feed(piece)
+    versions = [event[1][HEAD_FIELDS.index("version")] for event in handler.events if event[0] == "head"]
+    return versions, counting.version_calls
+
+
+@pytest.mark.parametrize("version", [b"1.0", b"1.1"])
+def test_a_request_line_that_starts_the_chunk_gives_its_version(version: bytes) -> None:
+    request = b"GET /a?b=%20 HTTP/" + version + b"\r\nHost: h\r\n\r\n"
+    assert counted([request]) == ([version.decode()], 0)
+    check([request], LIMITS)
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        # pipelined: only the first head began the chunk; the second asks llhttp
+        [b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.0\r\nHost: h\r\n\r\n"],
+        # the line split across reads, at each byte
+        *(
+            [b"GET /x HTTP/1.0\r\nHost: h\r\n\r\n"[:i], b"GET /x HTTP/1.0\r\nHost: h\r\n\r\n"[i:]]
+            for i in range(1, 30)
+        ),
+        # a blank line before the request line
+        [b"\r\nGET / HTTP/1.0\r\nHost: h\r\n\r\n"],
+        # a head that began in an earlier read
+        [b"GET / HTTP/1.0\r\nHost: h\r\n", b"X: 1\r\n\r\n"],
+    ],
+)
+def test_a_request_line_elsewhere_asks_llhttp_and_gets_the_same(pieces: list[bytes]) -> None:
+    events, _, _ = check(pieces, LIMITS)
+    versions, calls = counted(pieces)
+    assert versions == [event[1][HEAD_FIELDS.index("version")] for event in events if event[0] == "head"]
+    whole = b"".join(pieces)
+    if whole.startswith(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET"):
+        assert versions == ["1.1", "1.0"] and calls == 1
+
+
+def test_the_chunk_is_dropped_after_each_feed() -> None:
+    parser = make_parser("c", Events(), LIMITS)
+    parser.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert parser._callbacks.chunk is None
+    callbacks = c_callbacks(Events(), LIMITS)
+    callbacks.chunk = b"x"
+    assert callbacks.chunk == b"x"
+    with pytest.raises(AttributeError):
+        del callbacks.chunk
