@@ -40,6 +40,9 @@
  *
  * RequestCallbacks is request.RequestCallbacks: httptools looks its methods up once per parser,
  * and as C methods they run with no Python frame per callback (see the section's own comment).
+ * One difference that shows in no result: it reads a request's HTTP version from the bytes
+ * being fed (``chunk``) when its request line starts them, where the Python asks llhttp (see
+ * version_in_chunk).
  *
  * Every output is sized exactly first and filled second; nothing is written past the size
  * computed, and no Python code runs between the two passes (all arguments are exact builtin
