@@ -4,7 +4,7 @@ bench.micro_path's exchange (fake transports, a wrk-like request, an nginx-like 
 with and without an AuditClient connected to a real writer process (fsync off: the writer's own
 cost is fastproxy.audit.measure's). The client runs on a uvloop loop, which gets a turn between
 measurements to send batches and read acknowledgements, as a worker's would between reads.
-``--cold`` figures evict L1 and L2 before each exchange (see bench.micro_path.cold_of), the
+The cold figures evict L1 and L2 before each exchange (see bench.micro_path.cold_of), the
 figure end-to-end costs follow. ``python -m bench.micro_audit``
 """
 
@@ -13,61 +13,24 @@ import asyncio
 import gc
 import os
 import tempfile
-from collections.abc import Callable
 
 import uvloop
 
-from bench.micro_path import REQUEST, RESPONSE, FakeTransport, best_of, cold_of
-from fastproxy.audit.client import AuditClient
-from fastproxy.audit.measure import _fork_writer, _stop
-from fastproxy.audit.shared import AuditShared
-from fastproxy.audit.writer import WriterEndpoint
-from fastproxy.config import load_config
-from fastproxy.config.schema import AuditSettings
-from fastproxy.server.connection import ClientConnection
-from fastproxy.server.state import WorkerState
-from fastproxy.server.upstream import UpstreamConnection, UpstreamPool
-
-
-def exchange(loop: asyncio.AbstractEventLoop, audit: AuditClient | None) -> Callable[[], None]:
-    config = load_config(upstream_url="http://127.0.0.1:9")
-    state = WorkerState(config, loop)
-    state.audit = audit
-    pool = UpstreamPool(config.upstreams["default"], state)
-    state.pools["default"] = pool
-    upstream = UpstreamConnection(pool)
-    upstream.connection_made(FakeTransport())  # type: ignore[arg-type]
-    pool.idle.append(upstream)
-    client = ClientConnection(state, b"http")
-    client.connection_made(FakeTransport())  # type: ignore[arg-type]
-
-    def one() -> None:
-        client.data_received(REQUEST)
-        upstream.data_received(RESPONSE)
-
-    return one
+from bench.micro_path import best_of, cold_of, fastproxy_exchange
+from fastproxy.audit.measure import start_writer, stop_writer, welcomed_client
 
 
 def measure(directory: str, number: int = 20000, cold_number: int = 2000) -> dict[str, tuple[float, float]]:
     """{"plain" | "audit": (hot us, cold us)} per exchange."""
-    shared = AuditShared.create(slots=1)
-    endpoint = WriterEndpoint.create()
-    settings = AuditSettings(path=os.path.join(directory, "audit.jsonl"), fsync=False, rotate_bytes=1 << 40)
-    writer = _fork_writer(settings, endpoint, shared)
+    writer, endpoint, shared = start_writer(os.path.join(directory, "audit.jsonl"))
     slot, _ = shared.claim()
     found: dict[str, tuple[float, float]] = {}
 
-    async def main() -> None:
+    async def run() -> None:
         loop = asyncio.get_running_loop()
         # Room for every record of the run: acknowledgements come only between measurements.
-        audit = AuditClient(
-            loop, endpoint.address, shared, slot, batch_max=512, flush_interval=0.05,
-            queue_max=10**7, queue_bytes_max=1 << 40,
-        )  # fmt: skip
-        audit.start()
-        while not audit.available:
-            await asyncio.sleep(0.01)
-        cases = {"plain": exchange(loop, None), "audit": exchange(loop, audit)}
+        audit = await welcomed_client(endpoint, shared, slot, queue_max=10**7)
+        cases = {"plain": fastproxy_exchange(loop), "audit": fastproxy_exchange(loop, audit)}
         # As a worker runs once booted: what exists now frozen, the young generation collected rarely.
         gc.collect()
         gc.freeze()
@@ -83,10 +46,11 @@ def measure(directory: str, number: int = 20000, cold_number: int = 2000) -> dic
 
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main())
+            runner.run(run())
     finally:
-        _stop(writer)
+        stop_writer(writer)
         endpoint.close()
+        shared.close()
     return found
 
 

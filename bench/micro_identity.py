@@ -20,7 +20,7 @@ import uvloop
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from bench.micro_path import REQUEST, RESPONSE, FakeTransport, best_of
+from bench.micro_path import REQUEST, best_of, wired_exchange
 from fastproxy.identity.jwk import KeySet, hmac_key, parse_jwks
 from fastproxy.identity.jws import Verifier
 from fastproxy.identity.mint import mint, public_jwks
@@ -88,9 +88,7 @@ def _time_verify(verifier: Verifier, tokens: list[bytes], keys: KeySet, now: flo
 
 def _exchange(config_text: str, request: bytes, workdir: str) -> Callable[[], None]:
     from fastproxy.config import load_config
-    from fastproxy.server.connection import ClientConnection
     from fastproxy.server.state import WorkerState
-    from fastproxy.server.upstream import UpstreamConnection, UpstreamPool
     from fastproxy.stages.build import PolicyRuntime
 
     path = os.path.join(workdir, "fastproxy.toml")
@@ -103,19 +101,7 @@ def _exchange(config_text: str, request: bytes, workdir: str) -> Callable[[], No
         with open(os.path.join(workdir, "jwks.json"), "rb") as f:
             issuer.source.keys = parse_jwks(f.read())[0]  # as its first load would
     state.router = policy.router
-    pool = UpstreamPool(config.upstreams["api"], state)
-    state.pools["api"] = pool
-    upstream = UpstreamConnection(pool)
-    upstream.connection_made(FakeTransport())  # type: ignore[arg-type]
-    pool.idle.append(upstream)
-    client = ClientConnection(state, b"http")
-    client.connection_made(FakeTransport())  # type: ignore[arg-type]
-
-    def one() -> None:
-        client.data_received(request)
-        upstream.data_received(RESPONSE)
-
-    return one
+    return wired_exchange(state, "api", request)
 
 
 _CONFIG = """

@@ -46,27 +46,36 @@ class FakeTransport:
         pass
 
 
-def fastproxy_exchange() -> Callable[[], None]:
-    from fastproxy.config import load_config
+def wired_exchange(state: Any, upstream: str, request: bytes = REQUEST) -> Callable[[], None]:
+    """One exchange through ``state``'s worker: a client connection and a pooled connection to
+    ``upstream`` on fake transports, fed ``request`` and RESPONSE as uvloop would feed them."""
     from fastproxy.server.connection import ClientConnection
-    from fastproxy.server.state import WorkerState
     from fastproxy.server.upstream import UpstreamConnection, UpstreamPool
 
-    config = load_config(upstream_url="http://127.0.0.1:9")
-    state = WorkerState(config, uvloop.new_event_loop())
-    pool = UpstreamPool(config.upstreams["default"], state)
-    state.pools["default"] = pool
-    upstream = UpstreamConnection(pool)
-    upstream.connection_made(FakeTransport())  # type: ignore[arg-type]
-    pool.idle.append(upstream)
+    pool = UpstreamPool(state.config.upstreams[upstream], state)
+    state.pools[upstream] = pool
+    upstream_conn = UpstreamConnection(pool)
+    upstream_conn.connection_made(FakeTransport())  # type: ignore[arg-type]
+    pool.idle.append(upstream_conn)
     client = ClientConnection(state, b"http")
     client.connection_made(FakeTransport())  # type: ignore[arg-type]
 
     def one() -> None:
-        client.data_received(REQUEST)
-        upstream.data_received(RESPONSE)
+        client.data_received(request)
+        upstream_conn.data_received(RESPONSE)
 
     return one
+
+
+def fastproxy_exchange(loop: Any = None, audit: Any = None) -> Callable[[], None]:
+    """The exchange of `fastproxy run --upstream` (a public catch-all route), audited by
+    ``audit`` when given (an AuditClient on ``loop``)."""
+    from fastproxy.config import load_config
+    from fastproxy.server.state import WorkerState
+
+    state = WorkerState(load_config(upstream_url="http://127.0.0.1:9"), loop or uvloop.new_event_loop())
+    state.audit = audit
+    return wired_exchange(state, "default")
 
 
 def floor_exchange() -> Callable[[], None]:

@@ -31,7 +31,14 @@ from fastproxy.audit.shared import AuditShared
 from fastproxy.audit.writer import WriterEndpoint, run_writer
 from fastproxy.config.schema import AuditSettings
 
-__all__ = ["encode_cost", "submit_cost", "writer_throughput"]
+__all__ = [
+    "encode_cost",
+    "start_writer",
+    "stop_writer",
+    "submit_cost",
+    "welcomed_client",
+    "writer_throughput",
+]
 
 _FIELDS = (
     "203.0.113.7", "GET", "/api/orders/7", "orders-read", "alice", "jwt:corp", "allow", "ok", "enforce",
@@ -60,22 +67,14 @@ def submit_cost(directory: str, count: int = 50_000, rounds: int = 5) -> float:
     the loop runs between bursts of 64 submits, so sends and acknowledgements are counted too."""
     import uvloop
 
-    shared = AuditShared.create(slots=1)
-    endpoint = WriterEndpoint.create()
-    settings = AuditSettings(path=os.path.join(directory, "submit.jsonl"), fsync=False, rotate_bytes=1 << 40)
-    writer = _fork_writer(settings, endpoint, shared)
+    writer, endpoint, shared = start_writer(os.path.join(directory, "submit.jsonl"))
     slot, _ = shared.claim()
     best = float("inf")
 
     async def main() -> None:
         nonlocal best
-        client = AuditClient(
-            asyncio.get_running_loop(), endpoint.address, shared, slot, batch_max=512, flush_interval=0.05,
-            queue_max=count + 10, queue_bytes_max=1 << 40,  # a burst may outrun the writer: keep it all
-        )  # fmt: skip
-        client.start()
-        while not client.available:
-            await asyncio.sleep(0.01)
+        # A burst may outrun the writer: room for it all.
+        client = await welcomed_client(endpoint, shared, slot, queue_max=count + 10)
         submit = client.submit
         ip, method, path, route, principal, auth, decision, reason, mode = _FIELDS
         for _ in range(rounds):
@@ -95,10 +94,35 @@ def submit_cost(directory: str, count: int = 50_000, rounds: int = 5) -> float:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(main())
     finally:
-        _stop(writer)
+        stop_writer(writer)
         endpoint.close()
         shared.close()
     return best / count * 1e6
+
+
+def start_writer(path: str, fsync: bool = False, slots: int = 1) -> tuple[int, WriterEndpoint, AuditShared]:
+    """A writer process forked to append to ``path``, serving already: (pid, endpoint, table).
+
+    Stop it with :func:`stop_writer`, then close the endpoint and the table.
+    """
+    shared = AuditShared.create(slots=slots)
+    endpoint = WriterEndpoint.create()
+    settings = AuditSettings(path=path, fsync=fsync, rotate_bytes=1 << 40)
+    return _fork_writer(settings, endpoint, shared), endpoint, shared
+
+
+async def welcomed_client(
+    endpoint: WriterEndpoint, shared: AuditShared, slot: int, queue_max: int
+) -> AuditClient:
+    """An AuditClient of ``slot`` on the running loop, started, once the writer has welcomed it."""
+    client = AuditClient(
+        asyncio.get_running_loop(), endpoint.address, shared, slot, batch_max=512, flush_interval=0.05,
+        queue_max=queue_max, queue_bytes_max=1 << 40,
+    )  # fmt: skip
+    client.start()
+    while not client.available:
+        await asyncio.sleep(0.01)
+    return client
 
 
 def _fork_writer(settings: AuditSettings, endpoint: WriterEndpoint, shared: AuditShared) -> int:
@@ -114,7 +138,7 @@ def _fork_writer(settings: AuditSettings, endpoint: WriterEndpoint, shared: Audi
     return pid
 
 
-def _stop(pid: int) -> None:
+def stop_writer(pid: int) -> None:
     os.kill(pid, signal.SIGTERM)
     os.waitpid(pid, 0)
 
@@ -124,10 +148,7 @@ def writer_throughput(
 ) -> tuple[float, float]:
     """(records per second committed, writer CPU microseconds per record), from a writer process
     fed as the module's docstring says; CPU time is what a busy box cannot inflate."""
-    shared = AuditShared.create(slots=feeders)
-    endpoint = WriterEndpoint.create()
-    settings = AuditSettings(path=os.path.join(directory, "audit.jsonl"), fsync=fsync, rotate_bytes=1 << 40)
-    writer = _fork_writer(settings, endpoint, shared)
+    writer, endpoint, shared = start_writer(os.path.join(directory, "audit.jsonl"), fsync, slots=feeders)
     per_feeder = records // feeders
     go_r, go_w = os.pipe()
     pids = []
