@@ -1814,9 +1814,8 @@ typedef struct {
     Py_ssize_t header_bytes, body_bytes;
     Py_ssize_t head_seen;
     PyObject *chunk;    /* the bytes being fed (RequestParser.feed sets it), or None */
-    Py_ssize_t begun;   /* messages begun since chunk was set */
+    Py_ssize_t begun;   /* heads begun during the current feed (began is begun > 0) */
     char in_head;
-    char began;
 } Callbacks;
 
 static inline SpeedupsState *
@@ -1920,7 +1919,7 @@ callbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->header_bytes = self->body_bytes = self->head_seen = 0;
     self->chunk = Py_NewRef(Py_None);
     self->begun = 0;
-    self->in_head = self->began = 0;
+    self->in_head = 0;
     return (PyObject *)self;
 }
 
@@ -1990,7 +1989,6 @@ callbacks_on_message_begin(Callbacks *self, PyObject *Py_UNUSED(ignored))
     self->body_bytes = 0;
     self->in_head = 1;
     self->head_seen = 0;
-    self->began = 1;
     self->begun++;
     Py_RETURN_NONE;
 }
@@ -2068,7 +2066,7 @@ callbacks_on_header(Callbacks *self, PyObject *const *args, Py_ssize_t nargs)
 enum { HEAD_ARGS = 15 };
 
 /* The version of the message whose head just completed, read from its request line when that
- * line starts the chunk being fed and is its only message begun so far: "<method> <url>
+ * line starts the chunk being fed and is the only head begun in this feed so far: "<method> <url>
  * HTTP/1.x" CRLF, with the method and URL llhttp parsed. A new reference to "1.0" or "1.1", or
  * NULL (no error set) to ask the parser. get_http_version formats a new str each time (a third
  * of a microsecond); this reads eight bytes where llhttp has already checked them. */
@@ -2233,14 +2231,8 @@ callbacks_on_message_complete(Callbacks *self, PyObject *Py_UNUSED(ignored))
 }
 
 /* in_head and began read back as bools and take only bools, as RequestParser sets them. */
-static PyObject *
-callbacks_get_flag(Callbacks *self, void *offset)
-{
-    return PyBool_FromLong(*((char *)self + (size_t)offset));
-}
-
 static int
-callbacks_set_flag(Callbacks *self, PyObject *value, void *offset)
+check_flag(PyObject *value)
 {
     if (value == NULL) {
         PyErr_SetString(PyExc_AttributeError, "cannot delete a RequestCallbacks flag");
@@ -2251,7 +2243,45 @@ callbacks_set_flag(Callbacks *self, PyObject *value, void *offset)
                      Py_TYPE(value)->tp_name);
         return -1;
     }
-    *((char *)self + (size_t)offset) = value == Py_True;
+    return 0;
+}
+
+static PyObject *
+callbacks_get_in_head(Callbacks *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->in_head);
+}
+
+static int
+callbacks_set_in_head(Callbacks *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (check_flag(value) < 0) {
+        return -1;
+    }
+    self->in_head = value == Py_True;
+    return 0;
+}
+
+/* began is "a head began during the current feed": begun > 0. Setting it False, as
+ * RequestParser.feed does before each feed, restarts the count version_in_chunk relies on. */
+static PyObject *
+callbacks_get_began(Callbacks *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->begun > 0);
+}
+
+static int
+callbacks_set_began(Callbacks *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (check_flag(value) < 0) {
+        return -1;
+    }
+    if (value == Py_False) {
+        self->begun = 0;
+    }
+    else if (self->begun == 0) {
+        self->begun = 1;
+    }
     return 0;
 }
 
@@ -2269,17 +2299,16 @@ callbacks_set_chunk(Callbacks *self, PyObject *value, void *Py_UNUSED(closure))
         return -1;
     }
     Py_SETREF(self->chunk, Py_NewRef(value));
-    self->begun = 0;
     return 0;
 }
 
 static PyGetSetDef callbacks_getset[] = {
     {"chunk", (getter)callbacks_get_chunk, (setter)callbacks_set_chunk,
-     "The bytes being fed, or None (setting it starts a count of messages begun).", NULL},
-    {"in_head", (getter)callbacks_get_flag, (setter)callbacks_set_flag,
-     "A request has begun and its head is not complete.", (void *)offsetof(Callbacks, in_head)},
-    {"began", (getter)callbacks_get_flag, (setter)callbacks_set_flag,
-     "A head began during the current feed.", (void *)offsetof(Callbacks, began)},
+     "The bytes being fed, or None.", NULL},
+    {"in_head", (getter)callbacks_get_in_head, (setter)callbacks_set_in_head,
+     "A request has begun and its head is not complete.", NULL},
+    {"began", (getter)callbacks_get_began, (setter)callbacks_set_began,
+     "A head began during the current feed.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

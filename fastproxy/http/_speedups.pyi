@@ -68,7 +68,7 @@ class RequestCallbacks:
     in_head: bool
     head_seen: int
     began: bool
-    chunk: bytes | None  # the bytes being fed (setting it restarts a count of messages begun)
+    chunk: bytes | None  # the bytes being fed (see RequestParser.feed)
     parser: HttpRequestParser | None  # set by RequestParser after construction
     def __init__(
         self,
