@@ -776,6 +776,26 @@ def set_process_name(name: str = PROCESS_NAME) -> None:
         pass
 
 
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+# Each commit allocates a few buffers of a batch's size (hundreds of KiB). By default glibc serves
+# such a buffer with a fresh mmap, or returns the freed heap top to the kernel, so every commit
+# faulted its buffers in page by page again: 60 faults per batch, about 0.3 us per record (measured
+# under load). Kept in the heap instead, the same few MiB are reused by every commit.
+_HEAP_KEEP = 64 * 1024 * 1024
+
+
+def keep_buffers_in_heap() -> None:
+    """Serve the writer's batch-sized buffers from a heap that is never trimmed (glibc only)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mallopt(_M_MMAP_THRESHOLD, _HEAP_KEEP)
+        libc.mallopt(_M_TRIM_THRESHOLD, _HEAP_KEEP)
+    except (OSError, AttributeError):
+        pass  # another C library: its own policy
+
+
 def run_writer(
     settings: AuditSettings,
     endpoint: WriterEndpoint,
@@ -792,6 +812,7 @@ def run_writer(
     EXIT_CRASH on a bug. ``opener`` (os.open's shape) lets tests inject a failing file.
     """
     set_process_name()
+    keep_buffers_in_heap()
     if settings.path is None or endpoint.sock is None:
         log.error("audit writer: no audit path or no listening socket")
         return EXIT_CRASH

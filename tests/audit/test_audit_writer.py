@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -531,3 +532,43 @@ def test_a_rotate_size_smaller_than_a_record_rotates_every_commit_without_loopin
     files = audit_files(tmp_path / "audit.jsonl")
     assert verify_files([str(p) for p in files]).requests == 3
     assert all(read_records(p)[0]["event"] == "rotate" for p in files[1:])
+
+
+_FAULTS_PROBE = """
+import sys
+from fastproxy.audit.writer import keep_buffers_in_heap
+if sys.argv[1] == "kept":
+    keep_buffers_in_heap()
+def faults():
+    with open("/proc/self/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[7])
+source = bytearray(300_000)
+for _ in range(5):
+    bytes(source)
+before = faults()
+for _ in range(200):
+    a = bytes(source); b = bytes(source); del a, b  # a commit's buffers, freed
+print(faults() - before)
+"""
+
+
+@pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc" or not Path("/proc/self/stat").exists(), reason="glibc's malloc, /proc"
+)
+def test_batch_sized_buffers_are_reused_without_page_faults() -> None:
+    import subprocess
+    import sys
+
+    def faults(mode: str) -> int:
+        done = subprocess.run(
+            [sys.executable, "-c", _FAULTS_PROBE, mode],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        return int(done.stdout)
+
+    # glibc's default maps each such buffer afresh: about 73 faults per 300 kB, 400 buffers.
+    assert faults("default") > 5000
+    assert faults("kept") < 100
