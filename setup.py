@@ -1,9 +1,38 @@
+import os
 import platform
 
 from setuptools import Extension, setup
 
 # The rate-limit table swaps 16-byte slots atomically: x86-64 needs -mcx16 for an inline cmpxchg16b.
 _CAS16 = ["-mcx16"] if platform.machine().lower() in ("x86_64", "amd64") else []
+
+# The modules every request runs through, compiled to C with mypyc from the same (strictly typed)
+# sources: attribute access on their classes becomes a struct read and calls between them C calls.
+# That took a third off the worker's in-process cost per request (bench.micro_path: 6.0 -> 4.3 us).
+# The .py files stay the source of truth; FASTPROXY_PURE_PYTHON=1 builds without them. Not here:
+# the modules with a C twin in _speedups (fastproxy.http: their Python references must stay
+# Python), and WorkerState (tests hand it stand-in connections; nothing in it runs per request).
+_COMPILED = [
+    "fastproxy/server/connection.py",
+    "fastproxy/server/upstream.py",
+    "fastproxy/policy.py",
+    "fastproxy/stages/authenticate.py",
+    "fastproxy/stages/authorize.py",
+    "fastproxy/stages/ratelimit.py",
+    "fastproxy/identity/cache.py",
+    "fastproxy/audit/client.py",
+    "fastproxy/audit/batcher.py",
+]
+
+
+def _compiled() -> list[Extension]:
+    if os.environ.get("FASTPROXY_PURE_PYTHON"):
+        return []
+    from mypyc.build import mypycify
+
+    # One shared library for the group, inside the package (not a top-level module next to it).
+    return mypycify(_COMPILED, group_name="fastproxy._compiled", opt_level="3")
+
 
 setup(
     ext_modules=[
@@ -23,5 +52,6 @@ setup(
             libraries=["crypto"],
             optional=True,
         ),
+        *_compiled(),
     ],
 )

@@ -18,6 +18,7 @@ Connection header that names other headers takes the slow, line-by-line path.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 __all__ = [
     "Framing",
@@ -44,10 +45,10 @@ _NOT_NAMED = frozenset({b"close", b"keep-alive", b""})
 class Framing:
     """How a response body is delimited towards the client."""
 
-    NONE = 0  # no body (HEAD, 1xx, 204, 304)
-    LENGTH = 1
-    CHUNKED = 2
-    CLOSE = 3  # until the connection closes (HTTP/1.0 clients only)
+    NONE: Final = 0  # no body (HEAD, 1xx, 204, 304)
+    LENGTH: Final = 1
+    CHUNKED: Final = 2
+    CLOSE: Final = 3  # until the connection closes (HTTP/1.0 clients only)
 
 
 class ResponseHead:

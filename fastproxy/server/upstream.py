@@ -77,20 +77,21 @@ class _Masking:
         self.pieces: list[bytes] = []
         self.size = 0
 
-    def head(self, exchange: Exchange) -> bytes:
+    def head(self, keep_alive: bool) -> bytes:
         """The head as it goes out with the body unmasked, in its own framing.
 
-        A graceful stop or the client's half-close can end keep-alive after the head was made;
-        a held head can still say ``Connection: close`` (so in :meth:`response`).
+        A graceful stop or the client's half-close can end keep-alive after the head was made
+        (``keep_alive`` is the exchange's now); a held head can still say ``Connection: close``
+        (so in :meth:`response`).
         """
         head = self.client_head
         start = self.framing_start
-        close = b"Connection: close\r\n" if self.close or not exchange.keep_alive else b""
+        close = b"Connection: close\r\n" if self.close or not keep_alive else b""
         return b"".join((head[:start], head[start : self.framing_end], close, self.extra, b"\r\n"))
 
-    def response(self, exchange: Exchange, body: bytes) -> bytes:
+    def response(self, keep_alive: bool, body: bytes) -> bytes:
         """Head and ``body`` as they go out, the head with ``len(body)`` as its Content-Length."""
-        close = b"Connection: close\r\n" if self.close or not exchange.keep_alive else b""
+        close = b"Connection: close\r\n" if self.close or not keep_alive else b""
         return b"".join(
             (
                 self.client_head[: self.framing_start],
@@ -456,7 +457,7 @@ class UpstreamConnection(asyncio.Protocol):
         exchange.mask_skipped = reason
         exchange.response_started = True
         out = self.out
-        out.append(masking.head(exchange))
+        out.append(masking.head(exchange.keep_alive))
         chunked = self.framing == Framing.CHUNKED
         for piece in masking.pieces:
             out.append(chunk(piece) if chunked else piece)
@@ -474,7 +475,7 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.masked = count
         else:
             exchange.mask_skipped = verdict.reason or ""
-        self.out.append(masking.response(exchange, body))
+        self.out.append(masking.response(exchange.keep_alive, body))
         exchange.response_started = True
         return True
 

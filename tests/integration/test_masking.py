@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -661,10 +660,9 @@ def test_a_held_head_gets_the_new_length_in_place_of_its_framing(
     client_head, framing, _, _, kept = made
     extra = b"RateLimit-Limit: 3\r\n"
     held = _Masking(PII_MASK, client_head, framing, not kept, extra)
-    exchange = SimpleNamespace(keep_alive=kept)
-    assert held.head(exchange) == client_head[:-2] + extra + b"\r\n"  # as it would have gone out
+    assert held.head(kept) == client_head[:-2] + extra + b"\r\n"  # as it would have gone out
     body = b"x" * 1234
-    response = held.response(exchange, body)
+    response = held.response(kept, body)
     assert response.endswith(b"\r\n\r\n" + body)
     head = response[: -len(body)]
     assert head.count(b"\r\n\r\n") == 1
@@ -679,8 +677,8 @@ def test_a_held_head_gets_the_new_length_in_place_of_its_framing(
         line for line in upstream_head.split(b"\r\n") if line.startswith(b"X-")
     ] + [b"X-Request-Id: rid"]
     # Keep-alive that ended while the head was held: the head says close after all.
-    assert b"\r\nConnection: close\r\n" in held.response(SimpleNamespace(keep_alive=False), body)
-    assert b"\r\nConnection: close\r\n" in held.head(SimpleNamespace(keep_alive=False))
+    assert b"\r\nConnection: close\r\n" in held.response(False, body)
+    assert b"\r\nConnection: close\r\n" in held.head(False)
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,16 @@ and an UpstreamConnection on fake transports, as uvloop would call them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
+
+import orjson
 
 import pytest
 import uvloop
 
 from bench.micro_path import FakeTransport
+from fastproxy.audit import AuditClient, AuditShared
 from fastproxy.config import load_config
 from fastproxy.server.connection import ClientConnection
 from fastproxy.server.state import WorkerState
@@ -25,41 +29,65 @@ RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 
 
 class Transport(FakeTransport):
-    """bench.micro_path's fake transport, noting what is written and closed."""
+    """bench.micro_path's fake transport, noting what is written and closed.
 
-    def __init__(self, events: list[tuple[str, Any]], name: str) -> None:
+    Before each event it notes the audit records queued since the last one: a record queued
+    before a write shows before it.
+    """
+
+    def __init__(self, events: Events, name: str) -> None:
         self.events = events
         self.name = name
 
     def write(self, data: bytes) -> None:
+        self.events.note_audits()
         self.events.append((self.name, data))
 
     def close(self) -> None:
+        self.events.note_audits()
         self.events.append((self.name, "close"))
 
     def abort(self) -> None:
+        self.events.note_audits()
         self.events.append((self.name, "abort"))
 
 
-class Audit:
-    def __init__(self, events: list[tuple[str, Any]]) -> None:
-        self.events = events
+class Events(list[tuple[str, Any]]):
+    """What happened, in order: writes, closes and ("audit", (status, reason, bytes_out))."""
 
-    def admits(self) -> bool:
-        return True
+    def __init__(self) -> None:
+        super().__init__()
+        self.audit: AuditClient | None = None
+        self.seen = 0
 
-    def submit(self, *args: Any) -> bool:
-        # (request_id, client_ip, method, path, route, principal, auth, decision, reason, mode,
-        #  status, upstream, latency_ms, bytes_in, bytes_out, ...)
-        self.events.append(("audit", (args[10], args[8], args[14])))
-        return True
+    def note_audits(self) -> None:
+        assert self.audit is not None
+        pending = self.audit.batcher.pending  # a real client, never connected: records stay here
+        for record in pending[self.seen :]:
+            fields = orjson.loads(record)
+            self.append(("audit", (fields["status"], fields["reason"], fields["bytes_out"])))
+        self.seen = len(pending)
 
 
-def wired() -> tuple[ClientConnection, UpstreamConnection, list[tuple[str, Any]]]:
-    events: list[tuple[str, Any]] = []
+@pytest.fixture
+def shared() -> Iterator[AuditShared]:
+    table = AuditShared.create(slots=2)
+    try:
+        yield table
+    finally:
+        table.close()
+
+
+def wired(shared: AuditShared) -> tuple[ClientConnection, UpstreamConnection, Events]:
+    events = Events()
     config = load_config(upstream_url="http://127.0.0.1:9")
-    state = WorkerState(config, uvloop.new_event_loop())
-    state.audit = Audit(events)  # type: ignore[assignment]
+    loop = uvloop.new_event_loop()
+    state = WorkerState(config, loop)
+    slot, _ = shared.claim()
+    # Not started: its records wait in its batcher, where Events reads them.
+    state.audit = events.audit = AuditClient(
+        loop, "\0fastproxy-test-nobody", shared, slot, batch_max=100, flush_interval=60
+    )
     pool = UpstreamPool(config.upstreams["default"], state)
     state.pools["default"] = pool
     upstream = UpstreamConnection(pool)
@@ -70,10 +98,11 @@ def wired() -> tuple[ClientConnection, UpstreamConnection, list[tuple[str, Any]]
     return client, upstream, events
 
 
-def test_a_proxied_response_is_audited_before_it_is_written() -> None:
-    client, upstream, events = wired()
+def test_a_proxied_response_is_audited_before_it_is_written(shared: AuditShared) -> None:
+    client, upstream, events = wired(shared)
     client.data_received(REQUEST)
     upstream.data_received(RESPONSE)
+    events.note_audits()  # and one made after the last write, if any
     audits = [i for i, (who, _) in enumerate(events) if who == "audit"]
     writes = [i for i, (who, _) in enumerate(events) if who == "client"]
     assert len(audits) == 1 and writes, events
@@ -83,22 +112,24 @@ def test_a_proxied_response_is_audited_before_it_is_written() -> None:
     assert bytes_out == sum(len(data) for who, data in events if who == "client")
 
 
-def test_a_response_in_pieces_is_audited_before_its_last_piece() -> None:
-    client, upstream, events = wired()
+def test_a_response_in_pieces_is_audited_before_its_last_piece(shared: AuditShared) -> None:
+    client, upstream, events = wired(shared)
     client.data_received(REQUEST)
     upstream.data_received(RESPONSE[:-3])
     assert not [e for e in events if e[0] == "audit"]  # not complete yet: nothing recorded
     upstream.data_received(RESPONSE[-3:])
+    events.note_audits()  # and one made after the last write, if any
     kinds = [who for who, _ in events if who in ("audit", "client")]
     assert kinds == ["client", "audit", "client"]
     _, _, bytes_out = next(data for who, data in events if who == "audit")
     assert bytes_out == sum(len(data) for who, data in events if who == "client")
 
 
-def test_an_answer_of_the_proxy_is_audited_before_it_is_written() -> None:
-    client, upstream, events = wired()
+def test_an_answer_of_the_proxy_is_audited_before_it_is_written(shared: AuditShared) -> None:
+    client, upstream, events = wired(shared)
     client.data_received(REQUEST)
     upstream.connection_lost(None)  # before any answer, on a connection never reused: 502
+    events.note_audits()  # and one made after the last write, if any
     kinds = [who for who, _ in events if who in ("audit", "client")]
     assert kinds == ["audit", "client"]
     status, reason, bytes_out = next(data for who, data in events if who == "audit")
