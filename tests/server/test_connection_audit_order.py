@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-
 import pytest
 import uvloop
 
