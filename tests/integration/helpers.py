@@ -29,10 +29,23 @@ STOP_TIMEOUT = 15.0
 
 def free_port() -> int:
     """A TCP port that was free a moment ago (bound to port 0, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports that were free a moment ago.
+
+    All are held bound until the last is chosen: two free_port() calls in a row can get the same
+    port back, once released (a proxy told to listen and to serve its admin port on one port).
+    """
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
@@ -459,8 +472,7 @@ class ProxyLauncher:
         ``args`` come last and override the defaults given here.
         """
         index = len(self.started)
-        port = free_port()
-        admin_port = free_port()
+        port, admin_port = free_ports(2)
         argv = [sys.executable, "-m", "fastproxy", "run"]
         config_path = None
         if config is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import ROOT, DevServer, Proxy, ProxyLauncher, _python_env, free_port, wait_for
+from .helpers import ROOT, DevServer, Proxy, ProxyLauncher, _python_env, free_ports, wait_for
 
 pytestmark = pytest.mark.timeout(45)
 
@@ -70,7 +70,8 @@ def bench(
     directory = tmp_path_factory.mktemp("locust")
     # The command a person runs (bench/ is not a package the tests can import).
     argv = [sys.executable, "-m", "bench.locust_setup", "--dir", str(directory), "--upstream", devserver.url]
-    argv += ["--port", str(free_port()), "--admin-port", str(free_port())]
+    port, admin_port = free_ports(2)
+    argv += ["--port", str(port), "--admin-port", str(admin_port)]
     done = subprocess.run(
         argv, cwd=ROOT, env=_python_env(), capture_output=True, text=True, timeout=40, check=False
     )
