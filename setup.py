@@ -11,10 +11,11 @@ _CAS16 = ["-mcx16"] if platform.machine().lower() in ("x86_64", "amd64") else []
 # That took a third off the worker's in-process cost per request (bench.micro_path: 6.0 -> 4.3 us).
 # The .py files stay the source of truth; FASTPROXY_PURE_PYTHON=1 builds without them. Not here:
 # the modules with a C twin in _speedups (fastproxy.http: their Python references must stay
-# Python), and WorkerState (tests hand it stand-in connections; nothing in it runs per request).
+# Python).
 _COMPILED = [
     "fastproxy/server/connection.py",
     "fastproxy/server/upstream.py",
+    "fastproxy/server/state.py",
     "fastproxy/policy.py",
     "fastproxy/stages/authenticate.py",
     "fastproxy/stages/authorize.py",
@@ -22,6 +23,8 @@ _COMPILED = [
     "fastproxy/identity/cache.py",
     "fastproxy/audit/client.py",
     "fastproxy/audit/batcher.py",
+    "fastproxy/masking/mask.py",
+    "fastproxy/masking/body.py",
 ]
 
 

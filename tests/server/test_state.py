@@ -6,34 +6,43 @@ import asyncio
 
 import pytest
 
+from bench.micro_path import FakeTransport
 from fastproxy.config import load_config
+from fastproxy.server.connection import ClientConnection
 from fastproxy.server.state import INF, WorkerState
 
 
-class FakeConnection:
-    def __init__(self, deadline: float, fail: bool = False) -> None:
-        self.deadline = deadline
-        self.active = None
-        self.fail = fail
-        self.fired = False
+class Transport(FakeTransport):
+    """A transport that notes its close, and fails it when told to."""
 
-    def on_deadline(self) -> None:
-        self.fired = True
-        self.deadline = INF
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
         if self.fail:
             raise RuntimeError("boom")
+
+
+def idle_connection(state: WorkerState, deadline: float, fail: bool = False) -> Transport:
+    """A real client connection waiting for its first request, due at ``deadline``."""
+    transport = Transport(fail)
+    conn = ClientConnection(state, b"http")
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn.deadline = deadline  # an idle connection's deadline closes it quietly
+    return transport
 
 
 def test_sweep_survives_a_failing_deadline(caplog: pytest.LogCaptureFixture) -> None:
     loop = asyncio.new_event_loop()
     try:
         state = WorkerState(load_config(upstream_url="http://127.0.0.1:9"), loop)
-        failing = FakeConnection(0.0, fail=True)
-        later = FakeConnection(0.0)
-        not_due = FakeConnection(INF)
-        state.connections.update([failing, later, not_due])  # type: ignore[list-item]
+        failing = idle_connection(state, 0.0, fail=True)
+        later = idle_connection(state, 0.0)
+        not_due = idle_connection(state, INF)
         state.sweep()
-        assert failing.fired and later.fired and not not_due.fired
+        assert failing.closed and later.closed and not not_due.closed
         assert "error handling a timeout" in caplog.text
     finally:
         loop.close()
