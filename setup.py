@@ -25,6 +25,7 @@ _COMPILED = [
     "fastproxy/audit/batcher.py",
     "fastproxy/masking/mask.py",
     "fastproxy/masking/body.py",
+    "fastproxy/metrics/shared.py",
 ]
 
 
