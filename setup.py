@@ -1,3 +1,4 @@
+import glob
 import os
 import platform
 
@@ -9,7 +10,7 @@ _CAS16 = ["-mcx16"] if platform.machine().lower() in ("x86_64", "amd64") else []
 # The modules every request runs through, compiled to C with mypyc from the same (strictly typed)
 # sources: attribute access on their classes becomes a struct read and calls between them C calls.
 # That took a third off the worker's in-process cost per request (bench.micro_path: 6.0 -> 4.3 us).
-# The .py files stay the source of truth; FASTPROXY_PURE_PYTHON=1 builds without them. Not here:
+# FASTPROXY_PURE_PYTHON=1 builds without them (and removes those an earlier build left). Not here:
 # the modules with a C twin in _speedups (fastproxy.http: their Python references must stay
 # Python).
 _COMPILED = [
@@ -29,8 +30,21 @@ _COMPILED = [
 ]
 
 
+def _pure() -> bool:
+    return os.environ.get("FASTPROXY_PURE_PYTHON", "").lower() in ("1", "true", "yes")
+
+
+def _remove_compiled() -> None:
+    """An extension is imported before the .py beside it: a pure build removes the ones a
+    compiled build left, or they would go on running the code they were built from."""
+    for path in [*_COMPILED, "fastproxy/_compiled__mypyc.py"]:
+        for leftover in glob.glob(path.removesuffix(".py") + ".*.so"):
+            os.remove(leftover)
+
+
 def _compiled() -> list[Extension]:
-    if os.environ.get("FASTPROXY_PURE_PYTHON"):
+    if _pure():
+        _remove_compiled()
         return []
     from mypyc.build import mypycify
 

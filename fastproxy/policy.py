@@ -56,8 +56,9 @@ Decision = Rejection | None | Awaitable["Rejection | None"]
 class RequestContext:
     """What the stages of one request share: the request, the peer, and what they learned.
 
-    One is made per request on a route with stages, so what most requests never set is a class
-    attribute until a stage sets it (measured: a third cheaper to make than with __slots__).
+    One is made per request on a route with stages. Compiled (setup.py), it is a native class
+    and the defaults below are instance fields its constructor sets; interpreted, they are class
+    attributes until a stage sets them (a third cheaper to make than with __slots__, measured).
     """
 
     principal: str | None = None

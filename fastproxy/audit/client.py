@@ -165,7 +165,9 @@ class AuditClient:
     ) -> bool:
         """Audit one answered request; False if it was dropped (queue full; a gap record says so).
 
-        Never pass a credential: only the values given here are written.
+        Never pass a credential: only the values given here are written. Compiled (setup.py),
+        an argument of another type than its annotation raises TypeError at the call, before a
+        seq is claimed; a value of the right type that cannot be encoded becomes a gap.
         """
         batcher = self.batcher
         seq = batcher.claim()

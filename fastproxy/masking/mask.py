@@ -122,10 +122,14 @@ class CompiledMask:
         fields: Iterable[str],
         replacement: Any = "***",
         exempt_roles: Iterable[str] = (),
-        max_bytes: int = 1 << 20,
+        max_bytes: object = 1 << 20,
         refuse: bool = False,
     ) -> None:
-        """Raises :class:`MaskConfigError` naming each bad field path or a bad replacement."""
+        """Raises :class:`MaskConfigError` naming each bad field path or a bad replacement.
+
+        ``max_bytes`` is checked here, not by its annotation: compiled (setup.py), an ``int``
+        parameter would take True as 1 and refuse "10" with a TypeError instead of this error.
+        """
         self.name = name
         self.fields = tuple(fields)
         errors: list[tuple[str, str]] = []
@@ -149,6 +153,7 @@ class CompiledMask:
             errors.append(("max_bytes", "a whole number of bytes, 0 or more"))
         if errors:
             raise MaskConfigError(errors)
+        assert isinstance(max_bytes, int)
         self.replacement = replacement
         self.exempt_roles = frozenset(exempt_roles)
         self.max_bytes = max_bytes

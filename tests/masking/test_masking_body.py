@@ -69,6 +69,14 @@ def test_the_schema_refuses(raw: dict[str, Any]) -> None:
         msgspec.convert(raw, Mask)
 
 
+@pytest.mark.parametrize("max_bytes", [True, -1, "10", 1.5])
+def test_a_bad_max_bytes_is_a_config_error(max_bytes: object) -> None:
+    # Also when the class is compiled (setup.py): not taken as 1, not a TypeError.
+    with pytest.raises(MaskConfigError) as caught:
+        CompiledMask("pii", ["ok"], max_bytes=max_bytes)
+    assert [key for key, _ in caught.value.errors] == ["max_bytes"]
+
+
 def test_every_bad_path_is_named_by_its_index() -> None:
     with pytest.raises(MaskConfigError) as caught:
         CompiledMask("pii", ["ok", "a..b", "fine.too", "x[1]"])
