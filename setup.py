@@ -11,13 +11,15 @@ _CAS16 = ["-mcx16"] if platform.machine().lower() in ("x86_64", "amd64") else []
 # sources: attribute access on their classes becomes a struct read and calls between them C calls.
 # That took a third off the worker's in-process cost per request (bench.micro_path: 6.0 -> 4.3 us).
 # FASTPROXY_PURE_PYTHON=1 builds without them (and removes those an earlier build left). Not here:
-# the modules with a C twin in _speedups (fastproxy.http: their Python references must stay
-# Python).
+# fastproxy.http.request and .response, with the C twins in _speedups: their Python references
+# and RequestHead (a msgspec Struct) stay interpreted, as the tests check them.
 _COMPILED = [
     "fastproxy/server/connection.py",
     "fastproxy/server/upstream.py",
     "fastproxy/server/state.py",
     "fastproxy/policy.py",
+    "fastproxy/http/parser.py",
+    "fastproxy/http/forward.py",
     "fastproxy/stages/authenticate.py",
     "fastproxy/stages/authorize.py",
     "fastproxy/stages/ratelimit.py",

@@ -2,10 +2,10 @@
 
 Theory of operation
 -------------------
-:class:`RequestParser` wraps httptools' strict llhttp parser (no lenient flag is ever set) and
-feeds a :class:`RequestHandler` with one :class:`RequestHead`, zero or more body chunks and an end
-per request. Limits are enforced inside the parser callbacks, so an oversized URL or header block
-is refused as soon as it is seen rather than after it was buffered:
+:class:`~fastproxy.http.parser.RequestParser` wraps httptools' strict llhttp parser (no lenient
+flag is ever set) and feeds a :class:`RequestHandler` with one :class:`RequestHead`, zero or more
+body chunks and an end per request. Limits are enforced inside the parser callbacks, so an
+oversized URL or header block is refused as soon as it is seen rather than after it was buffered:
 
 * the URL is capped at ``max_url_bytes`` (414), the header fields at ``max_headers`` and the whole
   head at ``max_header_bytes`` (431). httptools joins a header field before handing it over, so a
@@ -50,7 +50,7 @@ __all__ = [
     "RequestCallbacks",
     "RequestHandler",
     "RequestHead",
-    "RequestParser",
+    "make_callbacks",
     "parse_head",
     "parse_head_reference",
 ]
@@ -391,7 +391,7 @@ class RequestCallbacks:
         self._handler.on_request_end()
 
 
-def _callbacks(
+def make_callbacks(
     handler: RequestHandler, limits: LimitsSettings, credential_header: bytes | None
 ) -> RequestCallbacks | _CCallbacks:
     """The C RequestCallbacks when the extension is built (no Python frame per callback)."""
@@ -405,54 +405,3 @@ try:
     from fastproxy.http._speedups import RequestCallbacks as _CRequestCallbacks
 except ImportError:  # pragma: no cover - only without a compiler
     _CRequestCallbacks = None  # type: ignore[assignment,misc]
-
-
-class RequestParser:
-    """Feeds raw client bytes to llhttp and a :class:`RequestHandler`; see the module doc."""
-
-    __slots__ = ("_callbacks", "_head_limit", "_parser", "upgraded")
-
-    def __init__(
-        self, handler: RequestHandler, limits: LimitsSettings, credential_header: bytes | None = None
-    ) -> None:
-        self._head_limit = limits.max_header_bytes + limits.max_url_bytes
-        self._callbacks = _callbacks(handler, limits, credential_header)
-        self._parser = httptools.HttpRequestParser(self._callbacks)
-        self._callbacks.parser = self._parser
-        # A request with Upgrade (or CONNECT) ends llhttp's HTTP parsing of the connection: the
-        # request itself is complete and proxied as plain HTTP, then the connection is closed.
-        self.upgraded = False
-
-    @property
-    def in_head(self) -> bool:
-        """True while a request has begun and its head is not complete (the header timeout)."""
-        return self._callbacks.in_head
-
-    def feed(self, data: bytes) -> None:
-        """Parse ``data``; raises ProtocolError for input the connection must be closed over."""
-        callbacks = self._callbacks
-        if callbacks.in_head:
-            callbacks.head_seen += len(data)
-        callbacks.began = False
-        callbacks.chunk = data
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self.upgraded = True
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, ProtocolError):
-                raise cause from None
-            raise
-        except httptools.HttpParserError as exc:
-            raise ProtocolError(400, "bad_request", str(exc)) from None
-        finally:
-            callbacks.chunk = None  # a connection keeps no read it is done with
-        if callbacks.in_head:
-            if callbacks.began:
-                # The head began in this chunk. An open head holds no blank line, so it is at
-                # most what follows the chunk's last one: count that (exact without bodies).
-                last = data.rfind(b"\r\n\r\n")
-                callbacks.head_seen = len(data) - (last + 4 if last != -1 else 0)
-            if callbacks.head_seen > self._head_limit:
-                raise ProtocolError(431, "headers_too_large", "request head over max_header_bytes")

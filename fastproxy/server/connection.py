@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The connection reads requests with :class:`~fastproxy.http.request.RequestParser` and answers
+The connection reads requests with :class:`~fastproxy.http.parser.RequestParser` and answers
 them strictly in order. Each request is an :class:`Exchange`. Only the first exchange of the queue
 (``active``) is forwarded; a pipelined request that arrives behind it waits with reading paused,
 so what it can buffer is bounded by one read. Bodies are streamed: chunks go to the upstream as
@@ -34,7 +34,8 @@ from typing import cast
 
 from fastproxy.http.errors import ProtocolError, error_response
 from fastproxy.http.forward import LAST_CHUNK, chunk, client_address, upstream_request_head
-from fastproxy.http.request import RequestHead, RequestParser
+from fastproxy.http.parser import RequestParser
+from fastproxy.http.request import RequestHead
 from fastproxy.masking import CompiledMask
 from fastproxy.net import in_networks
 from fastproxy.policy import Rejection, RequestContext, run_stages

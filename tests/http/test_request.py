@@ -17,7 +17,8 @@ import pytest
 
 from fastproxy.config.schema import LimitsSettings
 from fastproxy.http.errors import ProtocolError
-from fastproxy.http.request import RequestHead, RequestParser, parse_head, parse_head_reference
+from fastproxy.http.parser import RequestParser
+from fastproxy.http.request import RequestHead, parse_head, parse_head_reference
 
 LIMITS = LimitsSettings(max_url_bytes=1024, max_headers=20, max_header_bytes=4096, max_body_bytes=1000)
 CORPUS = Path(__file__).parent / "requests"

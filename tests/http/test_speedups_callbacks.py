@@ -32,7 +32,8 @@ from fastproxy.config.schema import LimitsSettings
 from fastproxy.http import _speedups
 from fastproxy.http import request as http_request
 from fastproxy.http.errors import ProtocolError
-from fastproxy.http.request import RequestHead, RequestParser
+from fastproxy.http.parser import RequestParser
+from fastproxy.http.request import RequestHead
 
 CORPUS = Path(__file__).parent / "requests"
 CORPUS_FILES = sorted(CORPUS.glob("*/*.http"))
