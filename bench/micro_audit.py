@@ -17,17 +17,17 @@ import tempfile
 import uvloop
 
 from bench.micro_path import best_of, cold_of, fastproxy_exchange
-from fastproxy.audit.measure import start_writer, stop_writer, welcomed_client
+from fastproxy.audit import AuditShared, WriterEndpoint
+from fastproxy.audit.measure import running_writer, welcomed_client
 
 
 def measure(directory: str, number: int = 20000, cold_number: int = 2000) -> dict[str, tuple[float, float]]:
     """{"plain" | "audit": (hot us, cold us)} per exchange."""
-    writer, endpoint, shared = start_writer(os.path.join(directory, "audit.jsonl"))
-    slot, _ = shared.claim()
     found: dict[str, tuple[float, float]] = {}
 
-    async def run() -> None:
+    async def run(endpoint: WriterEndpoint, shared: AuditShared) -> None:
         loop = asyncio.get_running_loop()
+        slot, _ = shared.claim()
         # Room for every record of the run: acknowledgements come only between measurements.
         audit = await welcomed_client(endpoint, shared, slot, queue_max=10**7)
         cases = {"plain": fastproxy_exchange(loop), "audit": fastproxy_exchange(loop, audit)}
@@ -44,13 +44,11 @@ def measure(directory: str, number: int = 20000, cold_number: int = 2000) -> dic
         await audit.drain(10)
         audit.close()
 
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(run())
-    finally:
-        stop_writer(writer)
-        endpoint.close()
-        shared.close()
+    with (
+        running_writer(os.path.join(directory, "audit.jsonl")) as (endpoint, shared),
+        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+    ):
+        runner.run(run(endpoint, shared))
     return found
 
 

@@ -17,12 +17,14 @@ rounds, so a busy box does not inflate them with other processes' time slices.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 from fastproxy.audit.client import AuditClient
 from fastproxy.audit.protocol import encode_batch, encode_hello
@@ -33,8 +35,7 @@ from fastproxy.config.schema import AuditSettings
 
 __all__ = [
     "encode_cost",
-    "start_writer",
-    "stop_writer",
+    "running_writer",
     "submit_cost",
     "welcomed_client",
     "writer_throughput",
@@ -67,12 +68,11 @@ def submit_cost(directory: str, count: int = 50_000, rounds: int = 5) -> float:
     the loop runs between bursts of 64 submits, so sends and acknowledgements are counted too."""
     import uvloop
 
-    writer, endpoint, shared = start_writer(os.path.join(directory, "submit.jsonl"))
-    slot, _ = shared.claim()
     best = float("inf")
 
-    async def main() -> None:
+    async def main(endpoint: WriterEndpoint, shared: AuditShared) -> None:
         nonlocal best
+        slot, _ = shared.claim()
         # A burst may outrun the writer: room for it all.
         client = await welcomed_client(endpoint, shared, slot, queue_max=count + 10)
         submit = client.submit
@@ -90,25 +90,31 @@ def submit_cost(directory: str, count: int = 50_000, rounds: int = 5) -> float:
             await client.drain(10)
         client.close()
 
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main())
-    finally:
-        stop_writer(writer)
-        endpoint.close()
-        shared.close()
+    with (
+        running_writer(os.path.join(directory, "submit.jsonl")) as (endpoint, shared),
+        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+    ):
+        runner.run(main(endpoint, shared))
     return best / count * 1e6
 
 
-def start_writer(path: str, fsync: bool = False, slots: int = 1) -> tuple[int, WriterEndpoint, AuditShared]:
-    """A writer process forked to append to ``path``, serving already: (pid, endpoint, table).
-
-    Stop it with :func:`stop_writer`, then close the endpoint and the table.
-    """
+@contextlib.contextmanager
+def running_writer(path: str, slots: int = 1) -> Iterator[tuple[WriterEndpoint, AuditShared]]:
+    """A writer process (fsync off) forked to append to ``path`` and serving already, for the
+    length of the block: (endpoint, table). It is stopped and both are closed at the end."""
     shared = AuditShared.create(slots=slots)
     endpoint = WriterEndpoint.create()
-    settings = AuditSettings(path=path, fsync=fsync, rotate_bytes=1 << 40)
-    return _fork_writer(settings, endpoint, shared), endpoint, shared
+    settings = AuditSettings(path=path, fsync=False, rotate_bytes=1 << 40)
+    try:
+        pid = _fork_writer(settings, endpoint, shared)
+        try:
+            yield endpoint, shared
+        finally:
+            os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
+    finally:
+        endpoint.close()
+        shared.close()
 
 
 async def welcomed_client(
@@ -138,17 +144,16 @@ def _fork_writer(settings: AuditSettings, endpoint: WriterEndpoint, shared: Audi
     return pid
 
 
-def stop_writer(pid: int) -> None:
-    os.kill(pid, signal.SIGTERM)
-    os.waitpid(pid, 0)
-
-
 def writer_throughput(
     directory: str, records: int = 400_000, fsync: bool = True, feeders: int = 4
 ) -> tuple[float, float]:
     """(records per second committed, writer CPU microseconds per record), from a writer process
     fed as the module's docstring says; CPU time is what a busy box cannot inflate."""
-    writer, endpoint, shared = start_writer(os.path.join(directory, "audit.jsonl"), fsync, slots=feeders)
+    # Not running_writer: the writer is reaped with wait4, for its CPU time.
+    shared = AuditShared.create(slots=feeders)
+    endpoint = WriterEndpoint.create()
+    settings = AuditSettings(path=os.path.join(directory, "audit.jsonl"), fsync=fsync, rotate_bytes=1 << 40)
+    writer = _fork_writer(settings, endpoint, shared)
     per_feeder = records // feeders
     go_r, go_w = os.pipe()
     pids = []
