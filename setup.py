@@ -32,6 +32,10 @@ _COMPILED = [
 ]
 
 
+# One shared library for the group, inside the package (not a top-level module next to it).
+_GROUP = "fastproxy._compiled"
+
+
 def _pure() -> bool:
     return os.environ.get("FASTPROXY_PURE_PYTHON", "").lower() in ("1", "true", "yes")
 
@@ -39,8 +43,9 @@ def _pure() -> bool:
 def _remove_compiled() -> None:
     """An extension is imported before the .py beside it: a pure build removes the ones a
     compiled build left, or they would go on running the code they were built from."""
-    for path in [*_COMPILED, "fastproxy/_compiled__mypyc.py"]:
-        for leftover in glob.glob(path.removesuffix(".py") + ".*.so"):
+    group_library = _GROUP.replace(".", "/") + "__mypyc"
+    for stem in [*(path.removesuffix(".py") for path in _COMPILED), group_library]:
+        for leftover in glob.glob(stem + ".*.so"):
             os.remove(leftover)
 
 
@@ -50,8 +55,7 @@ def _compiled() -> list[Extension]:
         return []
     from mypyc.build import mypycify
 
-    # One shared library for the group, inside the package (not a top-level module next to it).
-    return mypycify(_COMPILED, group_name="fastproxy._compiled", opt_level="3")
+    return mypycify(_COMPILED, group_name=_GROUP, opt_level="3")
 
 
 setup(
