@@ -18,6 +18,7 @@ _COMPILED = [
     "fastproxy/server/upstream.py",
     "fastproxy/server/state.py",
     "fastproxy/policy.py",
+    "fastproxy/router.py",
     "fastproxy/http/parser.py",
     "fastproxy/http/forward.py",
     "fastproxy/stages/authenticate.py",
@@ -68,6 +69,8 @@ setup(
         Extension("fastproxy.audit._encode", ["fastproxy/audit/_encode.c"], extra_compile_args=["-O2"]),
         # Masking a JSON response in one pass over its bytes (body.mask_document is the reference).
         Extension("fastproxy.masking._splice", ["fastproxy/masking/_splice.c"], extra_compile_args=["-O2"]),
+        # A worker's metric cells, written in place (a memoryview boxes every read and write).
+        Extension("fastproxy.metrics._cells", ["fastproxy/metrics/_cells.c"], extra_compile_args=["-O2"]),
         # Optional: without OpenSSL's headers the writer chains in Python (the same bytes, slower).
         Extension(
             "fastproxy.audit._seal",

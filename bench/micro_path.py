@@ -48,9 +48,15 @@ class FakeTransport:
 
 def wired_exchange(state: Any, upstream: str, request: bytes = REQUEST) -> Callable[[], None]:
     """One exchange through ``state``'s worker: a client connection and a pooled connection to
-    ``upstream`` on fake transports, fed ``request`` and RESPONSE as uvloop would feed them."""
+    ``upstream`` on fake transports, fed ``request`` and RESPONSE as uvloop would feed them, and
+    counted in shared metrics as a worker counts it."""
+    from fastproxy.metrics import MetricsLayout, SharedMetrics, WorkerMetrics
     from fastproxy.server.connection import ClientConnection
     from fastproxy.server.upstream import UpstreamConnection, UpstreamPool
+
+    routes = [route.name for route in state.router.routes]
+    layout = MetricsLayout(routes, list(state.config.upstreams), slots=1)
+    state.set_metrics(WorkerMetrics(SharedMetrics.create(layout), 0))
 
     pool = UpstreamPool(state.config.upstreams[upstream], state)
     state.pools[upstream] = pool

@@ -10,6 +10,8 @@ is a 404. Patterns:
 
 Matching is on the path as received, without the query string and without percent-decoding, so a
 pattern can never be dodged by re-encoding: ``/api%2Fadmin`` is not below ``/api/``.
+
+:class:`fastproxy.router.Router` matches requests against the routes, compiled.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from fastproxy.masking import CompiledMask
     from fastproxy.policy import Stage
 
-__all__ = ["Route", "Router", "compile_pattern"]
+__all__ = ["Route", "compile_pattern"]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Z]+")
 
@@ -59,29 +61,6 @@ class Route:
             return False
         # "/x/*" covers "/x" itself and "/x/...", but "/xy" only shares characters.
         return len(path) == len(prefix) or path[len(prefix)] == "/"
-
-
-class Router:
-    __slots__ = ("routes",)
-
-    def __init__(self, routes: tuple[Route, ...]) -> None:
-        self.routes = routes
-
-    def match(self, method: str, path: str) -> Route | None:
-        # Route.matches, inlined: this runs for every request.
-        for route in self.routes:
-            methods = route.methods
-            if methods and method not in methods:
-                continue
-            exact = route.exact
-            if exact is not None:
-                if path == exact:
-                    return route
-                continue
-            prefix = route.prefix
-            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):  # type: ignore[arg-type]
-                return route
-        return None
 
 
 def compile_pattern(pattern: str) -> tuple[str | None, str | None]:

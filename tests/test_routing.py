@@ -10,7 +10,8 @@ import pytest
 from fastproxy.config.model import Upstream
 from fastproxy.config.schema import RouteSettings
 from fastproxy.net import Address
-from fastproxy.routing import Route, Router, check_method, compile_pattern
+from fastproxy.router import Router
+from fastproxy.routing import Route, check_method, compile_pattern
 
 UPSTREAM = Upstream("api", Address("127.0.0.1", 9000), 8, 5.0, 30.0, 50.0)
 
@@ -166,6 +167,26 @@ def test_no_match_is_none() -> None:
     assert matched(Router(()), "GET", "/") is None
 
 
+def test_the_router_picks_the_first_route_that_matches() -> None:
+    # Router.match inlines Route.matches (it is compiled, and runs for every request): the two
+    # agree on every method and path of a grid made to hit each boundary.
+    routes = (
+        route("exact-get", "/a", ("GET",)),
+        route("below-a", "/a/*", ("POST", "PUT")),
+        route("exact-slash", "/b/"),
+        route("below-bc", "/b/c/*"),
+        route("root-exact", "/"),
+        route("everything-delete", "/*", ("DELETE",)),
+    )
+    router = Router(routes)
+    paths = ["/", "/a", "/a/", "/a/x", "/ab", "/b", "/b/", "/b/c", "/b/c/", "/b/cd", "/b/c/d/e", "/c", ""]
+    for method in ("GET", "POST", "PUT", "DELETE", "PATCH"):
+        for path in paths:
+            expected = next((r.name for r in routes if r.matches(method, path)), None)
+            assert matched(router, method, path) == expected, (method, path)
+    assert router.routes == routes
+
+
 def test_shadow_follows_the_route_mode() -> None:
     assert route("s", "/x", mode="shadow").shadow
     assert not route("e", "/x").shadow
@@ -196,13 +217,15 @@ def test_bad_methods(method: str) -> None:
         check_method(method)
 
 
-def test_routing_can_be_imported_first() -> None:
+@pytest.mark.parametrize(
+    ("module_name", "name"), [("fastproxy.routing", "Route"), ("fastproxy.router", "Router")]
+)
+def test_routing_can_be_imported_first(module_name: str, name: str) -> None:
     saved = {n: m for n, m in sys.modules.items() if n == "fastproxy" or n.startswith("fastproxy.")}
     try:
-        for name in saved:
-            del sys.modules[name]
-        module = importlib.import_module("fastproxy.routing")
-        assert hasattr(module, "Router")
+        for module in saved:
+            del sys.modules[module]
+        assert hasattr(importlib.import_module(module_name), name)
     finally:
         for name in [n for n in sys.modules if n == "fastproxy" or n.startswith("fastproxy.")]:
             del sys.modules[name]

@@ -12,7 +12,7 @@ from fastproxy.net import Address, Network
 if TYPE_CHECKING:
     from fastproxy.identity.issuers import CompiledIdentity
     from fastproxy.ratelimit.policy import RateLimitSpec
-    from fastproxy.routing import Router
+    from fastproxy.router import Router
 
 __all__ = ["Config", "Upstream"]
 

@@ -6,7 +6,7 @@ The master maps one anonymous shared region before it forks anything
 (:meth:`SharedMetrics.create`). The region holds a header, a table of names, and one *slot region*
 per writer: one per worker slot, then one for the master (``MASTER_SLOT``: worker restarts) and one
 for the audit writer (``AUDIT_SLOT``). Each slot region is written by exactly one process at a time
--- the worker that holds that slot -- with plain 8-byte aligned stores through a memoryview, which
+-- the worker that holds that slot -- with plain 8-byte aligned stores (:mod:`._cells`), which
 x86-64 and AArch64 perform as single, untearable stores. No lock and no atomic read-modify-write
 is needed because no two processes ever add to the same cell; a reader (``/metrics``, in whichever
 worker the admin connection landed) sums every slot region that was ever used, and may see a
@@ -44,13 +44,13 @@ import operator
 import struct
 import time
 import zlib
-from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 import orjson
 
 from fastproxy.metrics import layout as L
+from fastproxy.metrics._cells import Cells
 from fastproxy.metrics.layout import BUCKETS, MetricsLayout
 
 __all__ = ["AUDIT_SLOT", "MASTER_SLOT", "MetricsTableFull", "SharedMetrics", "WorkerMetrics"]
@@ -267,7 +267,7 @@ class WorkerMetrics:
     ``upstream_row(name)``; look them up once per route or upstream, not per request.
     """
 
-    __slots__ = ("_cells", "_floats", "_limited", "_route_base", "_upstream_base", "layout", "slot")
+    __slots__ = ("_cells", "_limited", "_route_base", "_upstream_base", "layout", "slot")
 
     def __init__(self, shared: SharedMetrics, slot: int, layout: MetricsLayout | None = None) -> None:
         layout = shared.layout if layout is None else layout
@@ -275,12 +275,10 @@ class WorkerMetrics:
         self.slot = slot
         region = layout.region(slot)
         base = layout.region_offset(region)
-        view = memoryview(shared.buffer)
-        ints_end = base + 8 * layout.ints_per_slot
-        self._cells = view[base:ints_end].cast("q")
-        self._floats = view[ints_end : ints_end + 8 * layout.floats_per_slot].cast("d")
+        # The slot's ints, then its floats (one per route row: the duration sums).
+        self._cells = Cells(shared.buffer, base, layout.ints_per_slot, layout.floats_per_slot, BUCKETS)
         for cell in layout.gauge_cells():
-            self._cells[cell] = 0
+            self._cells.set(cell, 0)
         _Q.pack_into(shared.buffer, 8 * (L.HEADER_CELLS + region), 1)  # used: readers sum it
         self._route_base = layout.route_base
         self._limited = layout.route_base + L.LIMITED_AT
@@ -296,38 +294,36 @@ class WorkerMetrics:
 
     def request(self, route: int, status: int, allowed: bool, seconds: float) -> None:
         """One answered request: its route row, HTTP status, decision and duration in seconds."""
-        cells = self._cells
         base = self._route_base + _ROUTE_STRIDE * route
-        cells[base + _STATUS_CELL.get(status, _OTHER_CELL) + (not allowed)] += 1
-        cells[base + _BUCKETS_AT + bisect_left(BUCKETS, seconds)] += 1
-        self._floats[route] += seconds
+        cell = base + _STATUS_CELL.get(status, _OTHER_CELL) + (not allowed)
+        self._cells.request(cell, base + _BUCKETS_AT, route, seconds)
 
     def ratelimit_limited(self, route: int) -> None:
-        self._cells[self._limited + L.ROUTE_STRIDE * route] += 1
+        self._cells.add(self._limited + L.ROUTE_STRIDE * route, 1)
 
     def jwt_cache_hit(self, count: int = 1) -> None:
-        self._cells[L.JWT_HITS] += count
+        self._cells.add(L.JWT_HITS, count)
 
     def jwt_cache_miss(self, count: int = 1) -> None:
-        self._cells[L.JWT_MISSES] += count
+        self._cells.add(L.JWT_MISSES, count)
 
     def upstream_opened(self, upstream: int) -> None:
-        self._cells[self._upstream_base + L.UPSTREAM_STRIDE * upstream] += 1
+        self._cells.add(self._upstream_base + L.UPSTREAM_STRIDE * upstream, 1)
 
     def upstream_closed(self, upstream: int) -> None:
-        self._cells[self._upstream_base + L.UPSTREAM_STRIDE * upstream] -= 1
+        self._cells.add(self._upstream_base + L.UPSTREAM_STRIDE * upstream, -1)
 
     def upstream_connect_error(self, upstream: int) -> None:
-        self._cells[self._upstream_base + L.UPSTREAM_STRIDE * upstream + 1] += 1
+        self._cells.add(self._upstream_base + L.UPSTREAM_STRIDE * upstream + 1, 1)
 
     def audit_records(self, count: int = 1) -> None:
-        self._cells[L.AUDIT_RECORDS] += count
+        self._cells.add(L.AUDIT_RECORDS, count)
 
     def audit_gaps(self, count: int = 1) -> None:
-        self._cells[L.AUDIT_GAPS] += count
+        self._cells.add(L.AUDIT_GAPS, count)
 
     def set_audit_queue_depth(self, depth: int) -> None:
-        self._cells[L.AUDIT_QUEUE] = depth
+        self._cells.set(L.AUDIT_QUEUE, depth)
 
     def worker_restarted(self) -> None:
-        self._cells[L.WORKER_RESTARTS] += 1
+        self._cells.add(L.WORKER_RESTARTS, 1)

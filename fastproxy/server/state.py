@@ -8,7 +8,7 @@ import os
 from typing import TYPE_CHECKING
 
 from fastproxy.config.model import Config
-from fastproxy.routing import Router
+from fastproxy.router import Router
 
 if TYPE_CHECKING:
     from fastproxy.audit import AuditClient

@@ -18,7 +18,8 @@ from fastproxy.identity.cache import TokenCache
 from fastproxy.identity.issuers import CompiledIdentity
 from fastproxy.net import parse_networks
 from fastproxy.policy import Stage
-from fastproxy.routing import Route, Router
+from fastproxy.router import Router
+from fastproxy.routing import Route
 from fastproxy.stages.authenticate import Authenticate, Identity, JwtIssuer
 from fastproxy.stages.authorize import IpRules, RequireRoles, RequireScopes
 from fastproxy.stages.ratelimit import RateLimitStage
