@@ -12,13 +12,14 @@ _CAS16 = ["-mcx16"] if platform.machine().lower() in ("x86_64", "amd64") else []
 # That took a third off the worker's in-process cost per request (bench.micro_path: 6.0 -> 4.3 us).
 # FASTPROXY_PURE_PYTHON=1 builds without them (and removes those an earlier build left). Not here:
 # fastproxy.http.request and .response, with the C twins in _speedups: their Python references
-# and RequestHead (a msgspec Struct) stay interpreted, as the tests check them.
+# stay interpreted, as the tests check them.
 _COMPILED = [
     "fastproxy/server/connection.py",
     "fastproxy/server/upstream.py",
     "fastproxy/server/state.py",
     "fastproxy/policy.py",
     "fastproxy/router.py",
+    "fastproxy/http/head.py",
     "fastproxy/http/parser.py",
     "fastproxy/http/forward.py",
     "fastproxy/stages/authenticate.py",

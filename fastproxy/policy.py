@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 from fastproxy.net import unmapped
 
 if TYPE_CHECKING:
-    from fastproxy.http.request import RequestHead
+    from fastproxy.http.head import RequestHead
 
 __all__ = ["Decision", "Rejection", "RequestContext", "Stage", "run_stages"]
 

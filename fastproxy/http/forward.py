@@ -10,7 +10,7 @@ HTTP/1.1 keep-alive, so no Connection header is sent.
 
 from __future__ import annotations
 
-from fastproxy.http.request import RequestHead
+from fastproxy.http.head import RequestHead
 from fastproxy.net import Network, in_networks
 
 __all__ = ["chunk", "client_address", "request_head", "request_head_reference", "upstream_request_head"]

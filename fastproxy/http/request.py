@@ -38,9 +38,9 @@ import re
 from typing import TYPE_CHECKING, Protocol
 
 import httptools
-import msgspec
 
 from fastproxy.http.errors import ProtocolError
+from fastproxy.http.head import RequestHead
 
 if TYPE_CHECKING:
     from fastproxy.config.schema import LimitsSettings
@@ -89,45 +89,6 @@ _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
 # A segment of one or two dots, alone or with a path parameter ("..;x", which Tomcat reads as "..").
 _DOT_SEGMENT = re.compile(r"(?:^|[/\\])\.{1,2}(?:[/\\;]|$)")
-
-
-class RequestHead(msgspec.Struct, gc=False):
-    """One request's line and headers, checked and stripped of what the proxy re-serializes.
-
-    A msgspec Struct: the C callbacks build one per request with a vectorcall that costs a third
-    of a Python ``__init__`` (measured), and its fields read as fast as slots.
-    """
-
-    method: str
-    target: bytes  # origin-form, as forwarded upstream
-    path: str  # target without the query, for routing
-    version: str
-    headers: list[tuple[bytes, bytes]]
-    keep_alive: bool
-    content_length: int | None = None
-    chunked: bool = False
-    host: bytes | None = None
-    request_id: bytes | None = None  # the client's, when well-formed
-    forwarded_for: bytes | None = None
-    forwarded_proto: bytes | None = None
-    expect_continue: bool = False
-    authorization: bytes | None = None  # the client's Authorization, not in headers
-    api_key: bytes | None = None  # the configured API key header's value, not in headers
-
-    @property
-    def has_body(self) -> bool:
-        return self.chunked or bool(self.content_length)
-
-    def __repr__(self) -> str:
-        # Never the credentials: a head that reaches a log line must not carry them.
-        hidden = {"authorization", "api_key"}
-        fields = (
-            f"{name}=<hidden>"
-            if name in hidden and getattr(self, name) is not None
-            else f"{name}={getattr(self, name)!r}"
-            for name in self.__struct_fields__
-        )
-        return f"RequestHead({', '.join(fields)})"
 
 
 class RequestHandler(Protocol):

@@ -34,8 +34,8 @@ from typing import cast
 
 from fastproxy.http.errors import ProtocolError, error_response
 from fastproxy.http.forward import LAST_CHUNK, chunk, client_address, upstream_request_head
+from fastproxy.http.head import RequestHead
 from fastproxy.http.parser import RequestParser
-from fastproxy.http.request import RequestHead
 from fastproxy.masking import CompiledMask
 from fastproxy.net import in_networks
 from fastproxy.policy import Rejection, RequestContext, run_stages

@@ -32,14 +32,14 @@ from fastproxy.config.schema import LimitsSettings
 from fastproxy.http import _speedups
 from fastproxy.http import request as http_request
 from fastproxy.http.errors import ProtocolError
+from fastproxy.http.head import FIELDS, RequestHead
 from fastproxy.http.parser import RequestParser
-from fastproxy.http.request import RequestHead
 
 CORPUS = Path(__file__).parent / "requests"
 CORPUS_FILES = sorted(CORPUS.glob("*/*.http"))
 LIMITS = LimitsSettings(max_url_bytes=1024, max_headers=20, max_header_bytes=4096, max_body_bytes=1000)
 TIGHT = LimitsSettings(max_url_bytes=40, max_headers=4, max_header_bytes=160, max_body_bytes=16)
-HEAD_FIELDS = (*RequestHead.__slots__, "has_body")
+HEAD_FIELDS = (*FIELDS, "has_body")
 CREDENTIAL = b"x-api-key"
 
 Outcome = tuple[Any, ...]
