@@ -18,7 +18,7 @@ _COMPILED = [
     "fastproxy/server/upstream.py",
     "fastproxy/server/state.py",
     "fastproxy/policy.py",
-    "fastproxy/router.py",
+    "fastproxy/routing.py",
     "fastproxy/http/head.py",
     "fastproxy/http/parser.py",
     "fastproxy/http/forward.py",

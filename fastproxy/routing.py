@@ -10,15 +10,12 @@ is a 404. Patterns:
 
 Matching is on the path as received, without the query string and without percent-decoding, so a
 pattern can never be dodged by re-encoding: ``/api%2Fadmin`` is not below ``/api/``.
-
-:class:`fastproxy.router.Router` matches requests against the routes, compiled.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from fastproxy.config.model import Upstream
@@ -26,29 +23,76 @@ if TYPE_CHECKING:
     from fastproxy.masking import CompiledMask
     from fastproxy.policy import Stage
 
-__all__ = ["Route", "compile_pattern"]
+__all__ = ["Route", "Router", "check_method", "compile_pattern"]
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Z]+")
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Z]+")
 
 
-@dataclass(frozen=True, slots=True)
 class Route:
-    name: str
-    methods: frozenset[str]  # empty: any method
-    exact: str | None  # "/x" patterns
-    prefix: str | None  # "/x/*" patterns, stored as "/x" (the empty string for "/*")
-    upstream: Upstream
-    settings: RouteSettings
-    stages: tuple[Stage, ...] = field(default=())
-    # The client's credentials (Authorization, the API key header), which the parser took out of
-    # the headers, go upstream as they came: a public route has no stage that consumes them.
-    forward_credentials: bool = False
-    # The route's [masks.*], compiled; applied to responses unless the caller's role is exempt.
-    mask: CompiledMask | None = None
+    """One [[routes]] entry, compiled: what matches it, where it goes, what runs on the way.
 
-    @property
-    def shadow(self) -> bool:
-        return self.settings.mode == "shadow"
+    Treat it as immutable (:meth:`with_stages` makes the copy the stage builder needs): the
+    workers of one generation share it. A plain class rather than a frozen dataclass so that this
+    module compiles (setup.py): a compiled dataclass needs its field types at import time, an
+    import cycle through fastproxy.config; compiled, every field read is a struct load.
+    """
+
+    __slots__ = (
+        "exact",
+        "forward_credentials",
+        "mask",
+        "methods",
+        "name",
+        "prefix",
+        "settings",
+        "shadow",
+        "stages",
+        "upstream",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        methods: frozenset[str],  # empty: any method
+        exact: str | None,  # "/x" patterns
+        prefix: str | None,  # "/x/*" patterns, stored as "/x" (the empty string for "/*")
+        upstream: Upstream,
+        settings: RouteSettings,
+        stages: tuple[Stage, ...] = (),
+        # The client's credentials (Authorization, the API key header), which the parser took
+        # out of the headers, go upstream as they came: a public route has no stage that
+        # consumes them.
+        forward_credentials: bool = False,
+        # The route's [masks.*], compiled; applied to responses unless the caller's role is exempt.
+        mask: CompiledMask | None = None,
+    ) -> None:
+        self.name = name
+        self.methods = methods
+        self.exact = exact
+        self.prefix = prefix
+        self.upstream = upstream
+        self.settings = settings
+        self.stages = stages
+        self.forward_credentials = forward_credentials
+        self.mask = mask
+        # Read per request by a route with stages: decided once.
+        self.shadow = settings.mode == "shadow"
+
+    def with_stages(self, stages: tuple[Stage, ...]) -> Route:
+        return Route(
+            self.name,
+            self.methods,
+            self.exact,
+            self.prefix,
+            self.upstream,
+            self.settings,
+            stages,
+            self.forward_credentials,
+            self.mask,
+        )
+
+    def __repr__(self) -> str:
+        return f"Route({self.name!r}, upstream={self.upstream.name!r}, stages={len(self.stages)})"
 
     def matches(self, method: str, path: str) -> bool:
         if self.methods and method not in self.methods:
@@ -61,6 +105,30 @@ class Route:
             return False
         # "/x/*" covers "/x" itself and "/x/...", but "/xy" only shares characters.
         return len(path) == len(prefix) or path[len(prefix)] == "/"
+
+
+class Router:
+    __slots__ = ("_table", "routes")
+
+    def __init__(self, routes: tuple[Route, ...]) -> None:
+        self.routes = routes
+        # What matching reads, taken out of each Route once: the loop then reads no attributes.
+        self._table: tuple[tuple[frozenset[str], str | None, str, Route], ...] = tuple(
+            (route.methods, route.exact, route.prefix or "", route) for route in routes
+        )
+
+    def match(self, method: str, path: str) -> Route | None:
+        for methods, exact, prefix, route in self._table:
+            if methods and method not in methods:
+                continue
+            if exact is not None:
+                if path == exact:
+                    return route
+                continue
+            # "/x/*" covers "/x" itself and "/x/...", but "/xy" only shares characters.
+            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+                return route
+        return None
 
 
 def compile_pattern(pattern: str) -> tuple[str | None, str | None]:

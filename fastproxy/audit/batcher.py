@@ -23,13 +23,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Final
 
 from fastproxy.audit.protocol import MSG_TARGET, encode_batch
 from fastproxy.audit.record import RecordEncoder
 
 __all__ = ["Batcher", "Message"]
 
-QUEUE_BYTES_MAX = 16 * 1024 * 1024
+QUEUE_BYTES_MAX: Final = 16 * 1024 * 1024
 
 
 @dataclass(slots=True)

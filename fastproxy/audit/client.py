@@ -44,6 +44,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from typing import Final
 
 from fastproxy.audit.batcher import QUEUE_BYTES_MAX, Batcher
 from fastproxy.audit.protocol import ACK, FLUSH, WELCOME, ProtocolError, decode_seq, encode_hello
@@ -52,11 +53,11 @@ from fastproxy.audit.shared import ASSIGNED, DROPPED, PID, QUEUED, WORKER, Audit
 
 __all__ = ["AuditClient"]
 
-log = logging.getLogger("fastproxy.audit")
+log: Final = logging.getLogger("fastproxy.audit")
 
-_RECONNECT_MIN = 0.05
-_RECONNECT_MAX = 1.0
-_SNDBUF = 1024 * 1024
+_RECONNECT_MIN: Final = 0.05
+_RECONNECT_MAX: Final = 1.0
+_SNDBUF: Final = 1024 * 1024
 
 
 class AuditClient:

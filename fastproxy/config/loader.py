@@ -21,8 +21,7 @@ from fastproxy.identity.issuers import compile_identity
 from fastproxy.masking import CompiledMask, MaskConfigError, compile_mask
 from fastproxy.net import Address, parse_address, parse_networks, parse_upstream_url
 from fastproxy.ratelimit.policy import IDENTITY_KEYS, compile_rate_limits
-from fastproxy.router import Router
-from fastproxy.routing import Route, check_method, compile_pattern
+from fastproxy.routing import Route, Router, check_method, compile_pattern
 from fastproxy.server.tls import server_context
 
 __all__ = ["ConfigError", "load_config"]

@@ -12,7 +12,7 @@ from fastproxy.net import Address, Network
 if TYPE_CHECKING:
     from fastproxy.identity.issuers import CompiledIdentity
     from fastproxy.ratelimit.policy import RateLimitSpec
-    from fastproxy.router import Router
+    from fastproxy.routing import Router
 
 __all__ = ["Config", "Upstream"]
 

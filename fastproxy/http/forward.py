@@ -10,15 +10,17 @@ HTTP/1.1 keep-alive, so no Connection header is sent.
 
 from __future__ import annotations
 
+from typing import Final
+
 from fastproxy.http.head import RequestHead
 from fastproxy.net import Network, in_networks
 
 __all__ = ["chunk", "client_address", "request_head", "request_head_reference", "upstream_request_head"]
 
-LAST_CHUNK = b"0\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
 
 # Request headers a masked exchange does not forward (see request_head_reference).
-_MASKING_DROPS = frozenset({b"accept-encoding", b"range", b"if-range"})
+_MASKING_DROPS: Final = frozenset({b"accept-encoding", b"range", b"if-range"})
 
 
 def client_address(peer: str, forwarded_for: bytes | None, trusted: tuple[Network, ...]) -> str:
@@ -83,6 +85,10 @@ try:
 except ImportError:  # pragma: no cover - only without a compiler
     request_head = request_head_reference
 
+# Bound once for upstream_request_head: compiled code looks a plain module global up in the
+# module's dict at every call, and a Final is a C static.
+_request_head: Final = request_head
+
 
 def upstream_request_head(
     head: RequestHead,
@@ -99,7 +105,7 @@ def upstream_request_head(
             forwarded_for = head.forwarded_for + b", " + peer
         if head.forwarded_proto is not None:
             proto = head.forwarded_proto
-    return request_head(
+    return _request_head(
         head.method,
         head.target,
         head.headers,

@@ -34,7 +34,7 @@ FIELDS: Final = (
 )
 
 # Never shown by repr: a head that reaches a log line must not carry the credentials.
-_HIDDEN = frozenset({"authorization", "api_key"})
+_HIDDEN: Final = frozenset({"authorization", "api_key"})
 
 
 class RequestHead:

@@ -31,7 +31,7 @@ reference is the tests' oracle (CompiledMask refuses the paths the splicer canno
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import orjson
@@ -45,9 +45,9 @@ try:
 except ImportError:  # pragma: no cover - only without a compiler
     Splicer = None  # type: ignore[assignment,misc]
 
-_decode = msgspec.json.Decoder().decode
-_encode_wide = msgspec.json.Encoder().encode
-_dumps = orjson.dumps
+_decode: Final = msgspec.json.Decoder().decode
+_encode_wide: Final = msgspec.json.Encoder().encode
+_dumps: Final = orjson.dumps
 
 
 class InvalidJson(ValueError):

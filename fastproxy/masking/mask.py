@@ -73,7 +73,7 @@ TOO_LARGE: Final = "too_large"
 INVALID_JSON: Final = "invalid_json"
 EMPTY: Final = "empty"
 
-_REASONS = (NOT_JSON, ENCODED, TOO_LARGE, INVALID_JSON)
+_REASONS: Final = (NOT_JSON, ENCODED, TOO_LARGE, INVALID_JSON)
 
 # Segments in one mask path: far past any real document's schema, and what the C splicer's tree
 # is built for (fastproxy/masking/_splice.c).
@@ -267,8 +267,8 @@ def _not_json_value(value: Any, depth: int = 0) -> str | None:
 
 
 # Content-Type values repeat (an upstream sends one or two); remember the verdict of a few.
-_MEDIA_CACHE: dict[bytes | str, bool] = {}
-_MEDIA_CACHE_MAX = 64
+_MEDIA_CACHE: Final[dict[bytes | str, bool]] = {}
+_MEDIA_CACHE_MAX: Final = 64
 
 
 def is_json_media_type(content_type: bytes | str | None) -> bool:

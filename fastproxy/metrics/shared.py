@@ -58,13 +58,13 @@ __all__ = ["AUDIT_SLOT", "MASTER_SLOT", "MetricsTableFull", "SharedMetrics", "Wo
 MASTER_SLOT: Final = -1
 AUDIT_SLOT: Final = -2
 
-_Q = struct.Struct("=q")
+_Q: Final = struct.Struct("=q")
 # Module globals for the hot path (a global is cheaper than a module attribute).
 _STATUS_CELL: Final = L.STATUS_CELL
 _OTHER_CELL: Final = L.OTHER_CELL
 _ROUTE_STRIDE: Final = L.ROUTE_STRIDE
 _BUCKETS_AT: Final = L.BUCKETS_AT
-_NAME_READ_TRIES = 1000
+_NAME_READ_TRIES: Final = 1000
 
 
 class MetricsTableFull(ValueError):

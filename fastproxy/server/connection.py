@@ -29,8 +29,8 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable
-from time import monotonic
-from typing import cast
+from time import monotonic as _time_monotonic
+from typing import Final, cast
 
 from fastproxy.http.errors import ProtocolError, error_response
 from fastproxy.http.forward import LAST_CHUNK, chunk, client_address, upstream_request_head
@@ -45,30 +45,34 @@ from fastproxy.server.upstream import UpstreamConnection, UpstreamError, Upstrea
 
 __all__ = ["ClientConnection", "Exchange"]
 
-log = logging.getLogger("fastproxy.worker")
+log: Final = logging.getLogger("fastproxy.worker")
 
-_WRITE_HIGH_WATER = 256 * 1024
-_BUFFER_HIGH_WATER = 256 * 1024
+# An imported function, bound once: compiled code looks a plain imported name up in the module's
+# dict at every call, and a Final is a C static.
+monotonic: Final = _time_monotonic
+
+_WRITE_HIGH_WATER: Final = 256 * 1024
+_BUFFER_HIGH_WATER: Final = 256 * 1024
 
 # Reasons to pause reading from the client.
-_PAUSE_PIPELINE = 1
-_PAUSE_BUFFER = 2
-_PAUSE_UPSTREAM = 4
-_PAUSE_DONE = 8  # nothing more will be read (upgrade, protocol error)
+_PAUSE_PIPELINE: Final = 1
+_PAUSE_BUFFER: Final = 2
+_PAUSE_UPSTREAM: Final = 4
+_PAUSE_DONE: Final = 8  # nothing more will be read (upgrade, protocol error)
 
 # What the connection's deadline means when it passes.
-_IDLE = 0  # no request under way: close quietly
-_HEAD = 1  # a request head is arriving: 408
-_BODY = 2  # a request body is arriving: 408
-_SEND = 3  # the client does not read its response: close
+_IDLE: Final = 0  # no request under way: close quietly
+_HEAD: Final = 1  # a request head is arriving: 408
+_BODY: Final = 2  # a request body is arriving: 408
+_SEND: Final = 3  # the client does not read its response: close
 
 # Seconds an idle keep-alive connection is left open at a graceful stop (see close_if_idle).
-DRAIN = 1.0
+DRAIN: Final = 1.0
 
-_RETRY_SOON = ((b"Retry-After", b"1"),)
+_RETRY_SOON: Final = ((b"Retry-After", b"1"),)
 
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class Exchange:

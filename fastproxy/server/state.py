@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from fastproxy.config.model import Config
-from fastproxy.router import Router
+from fastproxy.routing import Router
 
 if TYPE_CHECKING:
     from fastproxy.audit import AuditClient
@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 
 __all__ = ["INF", "WorkerState"]
 
-log = logging.getLogger("fastproxy.worker")
+log: Final = logging.getLogger("fastproxy.worker")
 
-INF = float("inf")
+INF: Final = float("inf")
 
 
 class WorkerState:

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
 from fastproxy.config.model import Upstream
+from fastproxy.http import response
 from fastproxy.http.forward import LAST_CHUNK, chunk
-from fastproxy.http.response import Framing, media_fields, response_head
+from fastproxy.http.response import Framing
 from fastproxy.masking import MASK, REFUSE, TOO_LARGE, CompiledMask
 from fastproxy.server.state import INF, WorkerState
 
@@ -40,11 +41,15 @@ if TYPE_CHECKING:
 
 __all__ = ["UpstreamConnection", "UpstreamError", "UpstreamPool"]
 
-log = logging.getLogger("fastproxy.upstream")
+log: Final = logging.getLogger("fastproxy.upstream")
 
-_WRITE_HIGH_WATER = 256 * 1024
-_MAX_HEAD = 65536  # bytes of response head accepted from an upstream
-_CLOSE_END = b"Connection: close\r\n\r\n"  # how response_head ends a head that ends its connection
+_WRITE_HIGH_WATER: Final = 256 * 1024
+_MAX_HEAD: Final = 65536  # bytes of response head accepted from an upstream
+# Imported functions, bound once: compiled code looks a plain imported name up in the module's
+# dict at every call, and a Final is a C static.
+response_head: Final = response.response_head
+media_fields: Final = response.media_fields
+_CLOSE_END: Final = b"Connection: close\r\n\r\n"  # how response_head ends a head that ends its connection
 
 
 class _Refused(Exception):

@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from fastproxy.identity.apikeys import ApiKeyEntry, ApiKeyTable
 from fastproxy.identity.cache import TokenCache
@@ -49,17 +49,17 @@ if TYPE_CHECKING:
 
 __all__ = ["Authenticate", "Identity", "JwtIssuer"]
 
-log = logging.getLogger("fastproxy.identity")
+log: Final = logging.getLogger("fastproxy.identity")
 
-_REALM = b'Bearer realm="fastproxy"'
-NO_CREDENTIALS = Rejection(401, "no_credentials", ((b"WWW-Authenticate", _REALM),))
-_INVALID_CHALLENGE = ((b"WWW-Authenticate", _REALM + b', error="invalid_token"'),)
+_REALM: Final = b'Bearer realm="fastproxy"'
+NO_CREDENTIALS: Final = Rejection(401, "no_credentials", ((b"WWW-Authenticate", _REALM),))
+_INVALID_CHALLENGE: Final = ((b"WWW-Authenticate", _REALM + b', error="invalid_token"'),)
 
 # Reasons that depend on the clock: such a token may become valid soon, so it is not remembered
 # as invalid.
-_TIME_DEPENDENT = frozenset({"not_yet_valid", "issued_in_future"})
-_UNKNOWN_KID = "invalid_token:unknown_kid"
-_BAD_ISSUER = "invalid_token:bad_issuer"
+_TIME_DEPENDENT: Final = frozenset({"not_yet_valid", "issued_in_future"})
+_UNKNOWN_KID: Final = "invalid_token:unknown_kid"
+_BAD_ISSUER: Final = "invalid_token:bad_issuer"
 
 
 def invalid(reason: str) -> Rejection:
@@ -68,7 +68,7 @@ def invalid(reason: str) -> Rejection:
     )
 
 
-_invalid_rejections: dict[str, Rejection] = {}
+_invalid_rejections: Final[dict[str, Rejection]] = {}
 
 
 def _header_safe(text: str) -> bool:

@@ -10,15 +10,16 @@ non-empty allow list refuses every address it does not contain.
 from __future__ import annotations
 
 import ipaddress
+from typing import Final
 
 from fastproxy.net import Network
 from fastproxy.policy import Decision, Rejection, RequestContext
 
 __all__ = ["IpRules", "RequireRoles", "RequireScopes"]
 
-FORBIDDEN_ROLE = Rejection(403, "forbidden:role")
-FORBIDDEN_SCOPE = Rejection(403, "forbidden:scope")
-IP_DENIED = Rejection(403, "ip_denied")
+FORBIDDEN_ROLE: Final = Rejection(403, "forbidden:role")
+FORBIDDEN_SCOPE: Final = Rejection(403, "forbidden:scope")
+IP_DENIED: Final = Rejection(403, "ip_denied")
 
 
 class IpRules:
@@ -44,7 +45,7 @@ class IpRules:
         return None
 
 
-_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_MAPPED: Final = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
 def _unmapped_network(network: Network) -> Network:

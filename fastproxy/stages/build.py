@@ -9,7 +9,6 @@ in this order: IP rules (before any signature is verified), authentication, role
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
@@ -18,8 +17,7 @@ from fastproxy.identity.cache import TokenCache
 from fastproxy.identity.issuers import CompiledIdentity
 from fastproxy.net import parse_networks
 from fastproxy.policy import Stage
-from fastproxy.router import Router
-from fastproxy.routing import Route
+from fastproxy.routing import Route, Router
 from fastproxy.stages.authenticate import Authenticate, Identity, JwtIssuer
 from fastproxy.stages.authorize import IpRules, RequireRoles, RequireScopes
 from fastproxy.stages.ratelimit import RateLimitStage
@@ -106,4 +104,4 @@ class PolicyRuntime:
             if table is None:
                 raise RuntimeError("a route has a rate limit but the master made no rate-limit table")
             stages.append(RateLimitStage(self.rate_limits[settings.rate_limit], table, route.name))
-        return dataclasses.replace(route, stages=tuple(stages))
+        return route.with_stages(tuple(stages))

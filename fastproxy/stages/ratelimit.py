@@ -16,7 +16,7 @@ limit in each worker, whichever of the limit's routes met it).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from fastproxy.policy import Decision, Rejection, RequestContext
 from fastproxy.ratelimit import LIMITED, rate_limit_headers, table_key
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RateLimitStage"]
 
-log = logging.getLogger("fastproxy.ratelimit")
+log: Final = logging.getLogger("fastproxy.ratelimit")
 
 
 class RateLimitStage:
