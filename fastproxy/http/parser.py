@@ -23,7 +23,7 @@ __all__ = ["RequestParser"]
 class RequestParser:
     """Feeds raw client bytes to llhttp and a :class:`RequestHandler`; see the module doc."""
 
-    __slots__ = ("_callbacks", "_head_limit", "_parser", "upgraded")
+    __slots__ = ("_callbacks", "_feed", "_head_limit", "_parser", "upgraded")
 
     def __init__(
         self, handler: RequestHandler, limits: LimitsSettings, credential_header: bytes | None = None
@@ -32,6 +32,9 @@ class RequestParser:
         self._callbacks = make_callbacks(handler, limits, credential_header)
         self._parser = httptools.HttpRequestParser(self._callbacks)
         self._callbacks.parser = self._parser
+        # Bound once: a method call on an object that is not compiled looks the name up on its
+        # type every time.
+        self._feed = self._parser.feed_data
         # A request with Upgrade (or CONNECT) ends llhttp's HTTP parsing of the connection: the
         # request itself is complete and proxied as plain HTTP, then the connection is closed.
         self.upgraded = False
@@ -49,7 +52,7 @@ class RequestParser:
         callbacks.began = False
         callbacks.chunk = data
         try:
-            self._parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserUpgrade:
             self.upgraded = True
         except httptools.HttpParserCallbackError as exc:

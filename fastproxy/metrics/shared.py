@@ -267,7 +267,7 @@ class WorkerMetrics:
     ``upstream_row(name)``; look them up once per route or upstream, not per request.
     """
 
-    __slots__ = ("_cells", "_limited", "_route_base", "_upstream_base", "layout", "slot")
+    __slots__ = ("_cells", "_count", "_limited", "_route_base", "_upstream_base", "layout", "slot")
 
     def __init__(self, shared: SharedMetrics, slot: int, layout: MetricsLayout | None = None) -> None:
         layout = shared.layout if layout is None else layout
@@ -279,6 +279,7 @@ class WorkerMetrics:
         self._cells = Cells(shared.buffer, base, layout.ints_per_slot, layout.floats_per_slot, BUCKETS)
         for cell in layout.gauge_cells():
             self._cells.set(cell, 0)
+        self._count = self._cells.request  # bound once: the lookup on the type is not free
         _Q.pack_into(shared.buffer, 8 * (L.HEADER_CELLS + region), 1)  # used: readers sum it
         self._route_base = layout.route_base
         self._limited = layout.route_base + L.LIMITED_AT
@@ -296,7 +297,7 @@ class WorkerMetrics:
         """One answered request: its route row, HTTP status, decision and duration in seconds."""
         base = self._route_base + _ROUTE_STRIDE * route
         cell = base + _STATUS_CELL.get(status, _OTHER_CELL) + (not allowed)
-        self._cells.request(cell, base + _BUCKETS_AT, route, seconds)
+        self._count(cell, base + _BUCKETS_AT, route, seconds)
 
     def ratelimit_limited(self, route: int) -> None:
         self._cells.add(self._limited + L.ROUTE_STRIDE * route, 1)

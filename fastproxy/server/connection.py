@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from time import monotonic as _time_monotonic
 from typing import Final, cast
 
@@ -153,6 +153,9 @@ class ClientConnection(asyncio.Protocol):
         self.state = state
         self.proto = proto
         self.transport: asyncio.Transport | None = None
+        # transport.write, bound in connection_made: a call through the transport, which is not
+        # compiled, looks the name up on its type every time.
+        self._write: Callable[[bytes], None] | None = None
         self.parser = RequestParser(self, state.limits, state.credential_header)
         self.peer = ""
         self.peer_bytes = b""
@@ -180,6 +183,7 @@ class ClientConnection(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        self._write = transport.write
         state = self.state
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else "unix"
@@ -487,8 +491,9 @@ class ClientConnection(asyncio.Protocol):
 
     def write_response(self, data: bytes) -> None:
         # uvloop raises on a write to a closed handle; an answer for a gone client is dropped.
-        if not self.lost and self.transport is not None:
-            self.transport.write(data)
+        write = self._write
+        if not self.lost and write is not None:
+            write(data)
             if self.active is not None:
                 self.active.bytes_out += len(data)
 
@@ -505,8 +510,9 @@ class ClientConnection(asyncio.Protocol):
             try:
                 self._record(exchange)
             finally:  # the answer goes out whatever happened to its record
-                if self.transport is not None:
-                    self.transport.write(data)
+                write = self._write
+                if write is not None:
+                    write(data)
             return
         self.write_response(data)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, cast
 
 import httptools
@@ -185,7 +186,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool = pool
         self.state = pool.state
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        # Methods of objects that are not compiled, bound once: a call through the object looks
+        # the name up on its type every time (transport.write is bound in connection_made).
+        self._write: Callable[[bytes], None] | None = None
+        self._new_parser()
         self.exchange: Exchange | None = None
         self.closed = False
         self.reused = False
@@ -214,9 +218,17 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = exchange
         self.deadline = self.state.now + self.timeout
 
+    def _new_parser(self) -> None:
+        parser = httptools.HttpResponseParser(self)
+        self.parser = parser
+        self._feed = parser.feed_data
+        self._status = parser.get_status_code
+        self._should_keep_alive = parser.should_keep_alive
+
     def write(self, data: bytes) -> None:
-        if not self.closed and self.transport is not None:
-            self.transport.write(data)
+        write = self._write
+        if not self.closed and write is not None:
+            write(data)
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -259,6 +271,7 @@ class UpstreamConnection(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        self._write = transport.write
         transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
         pool = self.pool
         pool.open += 1
@@ -327,7 +340,7 @@ class UpstreamConnection(asyncio.Protocol):
                 exchange.conn.upstream_failed(exchange, 502, "upstream_bad_response")
                 return
         try:
-            self.parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserCallbackError:
             if not self.refused:
                 raise
@@ -364,7 +377,7 @@ class UpstreamConnection(asyncio.Protocol):
         if buf[:1] == b"\r" or buf[:1] == b"\n":
             buf = buf.lstrip(b"\r\n")  # llhttp skips blank lines before a status line
         end = buf.index(b"\r\n\r\n") + 4
-        status = self.parser.get_status_code()
+        status = self._status()
         if status < 200:
             # An interim response (100 Continue, 103 Early Hints): the proxy answered Expect
             # itself, so it is dropped and the final response follows on the same connection
@@ -410,7 +423,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.out.append(client_head)
         exchange.response_started = True
         if framing == Framing.NONE:
-            self.keep_alive = self.parser.should_keep_alive()
+            self.keep_alive = self._should_keep_alive()
             # llhttp cannot be told a response answers HEAD and would wait for the declared
             # length; the response is complete here and the parser is replaced in _done.
             self.complete = True
@@ -448,7 +461,7 @@ class UpstreamConnection(asyncio.Protocol):
                 raise _Refused
         elif self.framing == Framing.CHUNKED:
             self.out.append(LAST_CHUNK)
-        self.keep_alive = self.parser.should_keep_alive()
+        self.keep_alive = self._should_keep_alive()
         self.complete = True
 
     # -- internals ----------------------------------------------------------------------------------
@@ -512,7 +525,7 @@ class UpstreamConnection(asyncio.Protocol):
             and self.keep_alive
         )
         if self.framing == Framing.NONE and exchange.head.method == "HEAD":
-            self.parser = httptools.HttpResponseParser(self)
+            self._new_parser()
         self.started = self.complete = self.received = self.junk = False
         self.masking = None
         if reusable:

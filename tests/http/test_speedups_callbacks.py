@@ -78,6 +78,7 @@ def make_parser(kind: str, handler: Any, limits: LimitsSettings) -> RequestParse
     callbacks = KINDS[kind](handler, limits)
     parser._callbacks = callbacks
     parser._parser = httptools.HttpRequestParser(callbacks)
+    parser._feed = parser._parser.feed_data
     callbacks.parser = parser._parser
     return parser
 
