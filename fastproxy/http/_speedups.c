@@ -506,7 +506,8 @@ PyDoc_STRVAR(response_head_doc,
 "response_head($module, raw, request_id, status, is_head, client_http11, keep_alive, /)\n"
 "--\n"
 "\n"
-"The client's response head for an upstream head llhttp accepted.\n"
+"The client's response head for an upstream head llhttp accepted, which raw begins with:\n"
+"bytes after its blank line are ignored.\n"
 "\n"
 "Returns (head, framing, content_length or -1, upstream_chunked, keep_alive_after), exactly\n"
 "what parse_response_head, choose_framing and build_response_head give together.");
@@ -550,10 +551,15 @@ response_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nar
     const char *raw = PyBytes_AS_STRING(raw_obj);
     Py_ssize_t raw_len = PyBytes_GET_SIZE(raw_obj);
     const char *eol = NULL;
+    /* The head ends at the first blank line; what follows (the start of the body, as read
+     * with the head) is not looked at, so the caller need not cut it off. */
+    const char *blank = memmem(raw, (size_t)raw_len, "\r\n\r\n", 4);
+    if (blank != NULL) {
+        raw_len = blank - raw + 4;
+    }
     /* llhttp skips CR and LF before a status line, but response.py does not (it would send
      * "HTTP/1.1HTTP/1.1 200 OK"): such a head is refused here rather than copied. */
-    if (raw_len >= 9 && memcmp(raw, "HTTP/", 5) == 0
-        && memcmp(raw + raw_len - 4, "\r\n\r\n", 4) == 0) {
+    if (blank != NULL && raw_len >= 9 && memcmp(raw, "HTTP/", 5) == 0) {
         /* The first CRLF: raw ends in one, so a CR found is never raw's last byte. */
         eol = memchr(raw, '\r', (size_t)raw_len);
         while (eol[1] != '\n') {
@@ -1803,6 +1809,9 @@ scan_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 typedef struct {
     PyObject_HEAD
     PyObject *handler;
+    /* The handler's methods, bound once (a call by name looks the name up on the handler's type
+     * every time); NULL, and the call by name, when the handler had no such attribute. */
+    PyObject *on_request_fn, *on_body_fn, *on_request_end_fn;
     PyObject *head_class;
     PyObject *error_class;
     PyObject *parser;   /* NULL only after del, as an unset slot of the Python class */
@@ -1856,6 +1865,17 @@ clamped_limit(PyObject *value, const char *name, Py_ssize_t *out)
     return 0;
 }
 
+/* obj.name, or NULL without an exception: the caller calls by name instead, which raises then. */
+static PyObject *
+bound_method(PyObject *obj, PyObject *name)
+{
+    PyObject *method = PyObject_GetAttr(obj, name);
+    if (method == NULL) {
+        PyErr_Clear();
+    }
+    return method;
+}
+
 static PyObject *
 callbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -1905,6 +1925,10 @@ callbacks_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     self->handler = Py_NewRef(handler);
+    SpeedupsState *st = PyType_GetModuleState(type);
+    self->on_request_fn = bound_method(handler, st->on_request);
+    self->on_body_fn = bound_method(handler, st->on_body);
+    self->on_request_end_fn = bound_method(handler, st->on_request_end);
     self->head_class = Py_NewRef(head_class);
     self->error_class = Py_NewRef(error_class);
     self->parser = Py_NewRef(Py_None);
@@ -1928,6 +1952,9 @@ callbacks_traverse(Callbacks *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->handler);
+    Py_VISIT(self->on_request_fn);
+    Py_VISIT(self->on_body_fn);
+    Py_VISIT(self->on_request_end_fn);
     Py_VISIT(self->head_class);
     Py_VISIT(self->error_class);
     Py_VISIT(self->parser);
@@ -1940,6 +1967,9 @@ static int
 callbacks_clear(Callbacks *self)
 {
     Py_XSETREF(self->handler, Py_NewRef(Py_None));
+    Py_CLEAR(self->on_request_fn);
+    Py_CLEAR(self->on_body_fn);
+    Py_CLEAR(self->on_request_end_fn);
     Py_XSETREF(self->head_class, Py_NewRef(Py_None));
     Py_XSETREF(self->error_class, Py_NewRef(Py_None));
     Py_XSETREF(self->chunk, Py_NewRef(Py_None));
@@ -1953,6 +1983,9 @@ callbacks_dealloc(Callbacks *self)
     PyTypeObject *type = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     Py_CLEAR(self->handler);
+    Py_CLEAR(self->on_request_fn);
+    Py_CLEAR(self->on_body_fn);
+    Py_CLEAR(self->on_request_end_fn);
     Py_CLEAR(self->head_class);
     Py_CLEAR(self->error_class);
     Py_CLEAR(self->parser);
@@ -2180,9 +2213,17 @@ callbacks_on_headers_complete(Callbacks *self, PyObject *Py_UNUSED(ignored))
     if (head == NULL) {
         return NULL;
     }
-    PyObject *handler = Py_NewRef(self->handler);
-    PyObject *result = PyObject_CallMethodOneArg(handler, st->on_request, head);
-    Py_DECREF(handler);
+    PyObject *result;
+    PyObject *method = Py_XNewRef(self->on_request_fn);
+    if (method != NULL) {
+        result = PyObject_CallOneArg(method, head);
+        Py_DECREF(method);
+    }
+    else {
+        PyObject *handler = Py_NewRef(self->handler);
+        result = PyObject_CallMethodOneArg(handler, st->on_request, head);
+        Py_DECREF(handler);
+    }
     Py_DECREF(head);
     if (result == NULL) {
         return NULL;
@@ -2207,9 +2248,17 @@ callbacks_on_body(Callbacks *self, PyObject *const *args, Py_ssize_t nargs)
         head_error(self->error_class, 413, "too_large", "body over max_body_bytes");
         return NULL;
     }
-    PyObject *handler = Py_NewRef(self->handler);
-    PyObject *result = PyObject_CallMethodOneArg(handler, callbacks_state(self)->on_body, body);
-    Py_DECREF(handler);
+    PyObject *result;
+    PyObject *method = Py_XNewRef(self->on_body_fn);
+    if (method != NULL) {
+        result = PyObject_CallOneArg(method, body);
+        Py_DECREF(method);
+    }
+    else {
+        PyObject *handler = Py_NewRef(self->handler);
+        result = PyObject_CallMethodOneArg(handler, callbacks_state(self)->on_body, body);
+        Py_DECREF(handler);
+    }
     if (result == NULL) {
         return NULL;
     }
@@ -2220,9 +2269,17 @@ callbacks_on_body(Callbacks *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 callbacks_on_message_complete(Callbacks *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *handler = Py_NewRef(self->handler);
-    PyObject *result = PyObject_CallMethodNoArgs(handler, callbacks_state(self)->on_request_end);
-    Py_DECREF(handler);
+    PyObject *result;
+    PyObject *method = Py_XNewRef(self->on_request_end_fn);
+    if (method != NULL) {
+        result = PyObject_CallNoArgs(method);
+        Py_DECREF(method);
+    }
+    else {
+        PyObject *handler = Py_NewRef(self->handler);
+        result = PyObject_CallMethodNoArgs(handler, callbacks_state(self)->on_request_end);
+        Py_DECREF(handler);
+    }
     if (result == NULL) {
         return NULL;
     }

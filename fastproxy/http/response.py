@@ -200,11 +200,15 @@ def media_fields_reference(raw: bytes) -> tuple[bytes | None, bytes | None]:
 def response_head_reference(
     raw: bytes, request_id: bytes, status: int, is_head: bool, client_http11: bool, keep_alive: bool
 ) -> tuple[bytes, int, int, bool, bool]:
-    """The client's head for an upstream head ``raw`` (llhttp-accepted, starting at its status line).
+    """The client's head for the upstream head ``raw`` begins with (llhttp-accepted, from its
+    status line to its blank line; bytes after that are ignored).
 
     Returns (client head, framing, declared length or -1, upstream chunked, keep the client
     connection alive). The pure-Python reference of ``_speedups.response_head``.
     """
+    blank = raw.find(b"\r\n\r\n")
+    if blank != -1:
+        raw = raw[: blank + 4]
     head = parse_response_head(raw)
     framing = choose_framing(status, "HEAD" if is_head else "GET", head, "1.1" if client_http11 else "1.0")
     keep_alive = keep_alive and framing != Framing.CLOSE

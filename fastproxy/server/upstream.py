@@ -376,21 +376,21 @@ class UpstreamConnection(asyncio.Protocol):
         buf = self.head_buf
         if buf[:1] == b"\r" or buf[:1] == b"\n":
             buf = buf.lstrip(b"\r\n")  # llhttp skips blank lines before a status line
-        end = buf.index(b"\r\n\r\n") + 4
         status = self._status()
         if status < 200:
             # An interim response (100 Continue, 103 Early Hints): the proxy answered Expect
             # itself, so it is dropped and the final response follows on the same connection
             # (perhaps in these same bytes).
-            self.head_buf = buf[end:]
+            self.head_buf = buf[buf.index(b"\r\n\r\n") + 4 :]
             self.interim = True
             return
         exchange = self.exchange
         assert exchange is not None
         head = exchange.head
-        raw = buf[:end]
+        # buf may go on past the head (the start of the body): response_head stops at the head's
+        # blank line.
         client_head, framing, length, chunked, exchange.keep_alive = response_head(
-            raw,
+            buf,
             exchange.request_id,
             status,
             head.method == "HEAD",
@@ -403,7 +403,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.started = True
         exchange.status = status
         if exchange.mask is not None and framing != Framing.NONE:
-            content_type, content_encoding = media_fields(raw)
+            content_type, content_encoding = media_fields(buf[: buf.index(b"\r\n\r\n") + 4])
             verdict = exchange.mask.plan(
                 content_type, length if length >= 0 and not chunked else None, content_encoding
             )

@@ -781,3 +781,28 @@ def test_the_chunk_is_dropped_after_each_feed() -> None:
     assert callbacks.chunk == b"x"
     with pytest.raises(AttributeError):
         del callbacks.chunk
+
+
+def test_handler_methods_are_bound_once_or_called_by_name() -> None:
+    # The C callbacks bind the handler's methods when they are made; a handler that lacks one
+    # then is called by name, as the Python callbacks always do.
+    class Late:
+        pass
+
+    handler: Any = Late()
+    callbacks = c_callbacks(handler, LIMITS)
+    seen: list[object] = []
+    handler.on_request = lambda head: seen.append(head.method)
+    handler.on_body = lambda body: seen.append(body)
+    handler.on_request_end = lambda: seen.append("end")
+    parser = httptools.HttpRequestParser(callbacks)
+    callbacks.parser = parser
+    parser.feed_data(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi")
+    assert seen == ["POST", b"hi", "end"]
+
+    bound = Events()
+    callbacks = c_callbacks(bound, LIMITS)
+    parser = httptools.HttpRequestParser(callbacks)
+    callbacks.parser = parser
+    parser.feed_data(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert [event[0] for event in bound.events] == ["head", "end"]
