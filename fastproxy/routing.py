@@ -42,6 +42,7 @@ class Route:
         "forward_credentials",
         "mask",
         "methods",
+        "mode",
         "name",
         "prefix",
         "settings",
@@ -75,7 +76,8 @@ class Route:
         self.stages = stages
         self.forward_credentials = forward_credentials
         self.mask = mask
-        # Read per request by a route with stages: decided once.
+        # Read per request (by the stages, by the audit record): taken out of settings once.
+        self.mode = settings.mode
         self.shadow = settings.mode == "shadow"
 
     def with_stages(self, stages: tuple[Stage, ...]) -> Route:

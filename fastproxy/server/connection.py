@@ -394,7 +394,7 @@ class ClientConnection(asyncio.Protocol):
             ctx.auth if ctx is not None else None,
             "allow" if exchange.allowed else "deny",
             exchange.reason,
-            route.settings.mode if route is not None else "enforce",
+            route.mode if route is not None else "enforce",
             exchange.status,
             # The upstream called, whether it answered or failed (502, 504); None when the
             # proxy answered before calling one.
