@@ -688,8 +688,24 @@ Table_decide(TableObject *self, PyObject *const *args, Py_ssize_t nargs)
     return result_tuple(&r);
 }
 
-/* The header lines of an admitted request: what RateLimitStage adds to the response. */
-static const char ADMITTED_FORMAT[] = "RateLimit-Limit: %s\r\nRateLimit-Remaining: %llu\r\nRateLimit-Reset: %llu\r\n";
+/* The header lines of an admitted request, what RateLimitStage adds to the response, are
+ * "RateLimit-Limit: <shown>\r\nRateLimit-Remaining: <n>\r\nRateLimit-Reset: <n>\r\n", put
+ * together by hand: snprintf cost a fifth of a microsecond per request under load. */
+#define PUT(out, literal) (memcpy((out), (literal), sizeof(literal) - 1), (out) + sizeof(literal) - 1)
+
+/* n in decimal at out; returns the end (at most 20 digits). */
+static char *
+put_decimal(char *out, unsigned long long n)
+{
+    char digits[20];
+    int i = 20;
+    do {
+        digits[--i] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n != 0);
+    memcpy(out, digits + i, (size_t)(20 - i));
+    return out + (20 - i);
+}
 
 /* admit(prefix, value, interval_ns, burst, shown_limit): the rate-limit stage's call. The key is
  * prefix + value (joined here, not in Python); an admitted request gets its RateLimit-* header
@@ -733,10 +749,16 @@ Table_admit(TableObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (r.status != ALLOWED) {
         return result_tuple(&r);
     }
-    char out[160];
-    int n = snprintf(out, sizeof(out), ADMITTED_FORMAT, shown, (unsigned long long)r.remaining,
-                     (unsigned long long)((r.reset_after + 999999999ULL) / 1000000000ULL));
-    return PyBytes_FromStringAndSize(out, n);
+    char out[160]; /* 17 + 32 + 2 + 21 + 20 + 2 + 17 + 20 + 2 = 133 at most */
+    char *w = PUT(out, "RateLimit-Limit: ");
+    memcpy(w, shown, (size_t)PyBytes_GET_SIZE(args[4]));
+    w += PyBytes_GET_SIZE(args[4]);
+    w = PUT(w, "\r\nRateLimit-Remaining: ");
+    w = put_decimal(w, (unsigned long long)r.remaining);
+    w = PUT(w, "\r\nRateLimit-Reset: ");
+    w = put_decimal(w, (unsigned long long)((r.reset_after + 999999999ULL) / 1000000000ULL));
+    w = PUT(w, "\r\n");
+    return PyBytes_FromStringAndSize(out, w - out);
 }
 
 /* decide_at(now_ns, key, interval_ns, burst, cost=1): the same decision at a clock the caller

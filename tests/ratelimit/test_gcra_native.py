@@ -90,3 +90,18 @@ def test_admit_is_decide_on_the_joined_key_with_the_headers_formatted() -> None:
         table.admit(b"p", b"v", interval, burst, "3")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         table.admit(b"p", b"v", interval, burst)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("burst", [0, 9, 10, 99, 12_345_678_901, 2**40])
+def test_admitted_lines_spell_every_number_in_decimal(burst: int) -> None:
+    # The lines are put together by hand in C (not snprintf): zero, digit-count boundaries and
+    # numbers past 32 bits, against Python's formatting of the tuple decide() gives.
+    table = new_table(1 << 10)
+    interval = 1_000
+    lines = table.admit(b"p\x00", b"k", interval, burst, b"1000")
+    assert isinstance(lines, bytes)
+    remaining, reset = burst, -(-interval // 1_000_000_000)
+    assert lines == b"RateLimit-Limit: 1000\r\nRateLimit-Remaining: %d\r\nRateLimit-Reset: %d\r\n" % (
+        remaining,
+        reset,
+    )
