@@ -186,6 +186,20 @@ def test_the_router_picks_the_first_route_that_matches() -> None:
     assert router.routes == routes
 
 
+def test_with_stages_keeps_everything_else() -> None:
+    base = route("r", "/x/*", ("GET",), mode="shadow")
+    base = Route(
+        base.name, base.methods, base.exact, base.prefix, base.upstream, base.settings,
+        forward_credentials=True, mask=None,
+    )  # fmt: skip
+    stages = (object(),)
+    staged = base.with_stages(stages)  # type: ignore[arg-type]
+    assert staged is not base and staged.stages == stages and base.stages == ()
+    names = ("name", "methods", "exact", "prefix", "upstream", "settings", "forward_credentials", "mask")
+    assert all(getattr(staged, n) == getattr(base, n) for n in (*names, "mode", "shadow"))
+    assert staged.shadow and staged.forward_credentials
+
+
 def test_shadow_follows_the_route_mode() -> None:
     assert route("s", "/x", mode="shadow").shadow
     assert not route("e", "/x").shadow

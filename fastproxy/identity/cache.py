@@ -14,14 +14,12 @@ Invalid tokens are remembered too, briefly and in a smaller table, so that a cli
 forged token does not cost a signature verification per request.
 
 Both tables are bounded LRUs: a hit moves the entry to the young end, an insertion over the
-bound evicts the oldest. They are plain dicts, which keep insertion order: moving an entry is
-taking it out and putting it back, and the oldest is the first. (An OrderedDict's methods are
-calls by name from compiled code; dict operations are not.) ``now`` is wall-clock seconds (the
-clock ``exp`` is measured on).
+bound evicts the oldest. ``now`` is wall-clock seconds (the clock ``exp`` is measured on).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Generic, TypeVar
 
 __all__ = ["TokenCache"]
@@ -43,8 +41,8 @@ class TokenCache(Generic[T]):
         self.max_age = max_age
         self.max_bad = max_bad
         self.bad_ttl = bad_ttl
-        self._good: dict[bytes, tuple[float, T]] = {}
-        self._bad: dict[bytes, tuple[float, str]] = {}
+        self._good: OrderedDict[bytes, tuple[float, T]] = OrderedDict()
+        self._bad: OrderedDict[bytes, tuple[float, str]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -53,28 +51,25 @@ class TokenCache(Generic[T]):
 
     def get(self, token: bytes, now: float) -> T | None:
         """The value cached for a verified ``token`` still valid at ``now``, or None."""
-        good = self._good
-        entry = good.get(token)
+        entry = self._good.get(token)
         if entry is None:
             self.misses += 1
             return None
-        del good[token]
         if now >= entry[0]:
+            del self._good[token]
             self.misses += 1
             return None
-        good[token] = entry  # the young end
+        self._good.move_to_end(token)
         self.hits += 1
         return entry[1]
 
     def find(self, token: bytes, now: float) -> T | None:
         """:meth:`get` that counts a hit but not a miss: a look in the caches of several issuers
         before the token is parsed, of which all but one miss by design."""
-        good = self._good
-        entry = good.get(token)
+        entry = self._good.get(token)
         if entry is None or now >= entry[0]:
             return None
-        del good[token]
-        good[token] = entry  # the young end
+        self._good.move_to_end(token)
         self.hits += 1
         return entry[1]
 
@@ -84,10 +79,10 @@ class TokenCache(Generic[T]):
         if until <= now:
             return
         good = self._good
-        good.pop(token, None)  # a new entry goes to the young end
         good[token] = (until, value)
+        good.move_to_end(token)
         if len(good) > self.max_entries:
-            del good[next(iter(good))]
+            good.popitem(last=False)
 
     def get_invalid(self, token: bytes, now: float) -> str | None:
         """The rejection reason remembered for ``token``, or None."""
@@ -101,10 +96,10 @@ class TokenCache(Generic[T]):
 
     def put_invalid(self, token: bytes, reason: str, now: float) -> None:
         bad = self._bad
-        bad.pop(token, None)  # a new entry goes to the young end
         bad[token] = (now + self.bad_ttl, reason)
+        bad.move_to_end(token)
         if len(bad) > self.max_bad:
-            del bad[next(iter(bad))]
+            bad.popitem(last=False)
 
     def clear(self) -> None:
         self._good.clear()

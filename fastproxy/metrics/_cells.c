@@ -155,7 +155,9 @@ Cells_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "buffer is not 8-byte aligned");
         goto fail;
     }
-    if (offset + 8 * (n_ints + n_floats) > self->view.len) {
+    /* Compared by division: offset + 8 * (ints + floats) could overflow and pass. */
+    Py_ssize_t room = offset <= self->view.len ? (self->view.len - offset) / 8 : -1;
+    if (room < 0 || n_ints > room || n_floats > room - n_ints) {
         PyBuffer_Release(&self->view);
         PyErr_Format(PyExc_ValueError, "cells end past the buffer (%zd bytes)", self->view.len);
         goto fail;

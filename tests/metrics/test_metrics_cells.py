@@ -119,6 +119,9 @@ def test_wrong_types_and_arity_are_type_errors() -> None:
         (4, 1, 0, BUCKETS, ValueError),  # not 8-aligned
         (-8, 1, 0, BUCKETS, ValueError),
         (0, 512, 1, BUCKETS, ValueError),  # past the end of 4096 bytes
+        (0, 2**61, 0, BUCKETS, ValueError),  # 8 * 2**61 overflows: refused all the same
+        (8, (2**63 - 1) // 8, 1, BUCKETS, ValueError),
+        (8192, 0, 0, BUCKETS, ValueError),  # an offset past the end
         (0, 1, 0, (1.0, 0.5), ValueError),  # not ascending
         (0, 1, 0, (1.0, 1.0), ValueError),
         (0, 1, 0, tuple(float(i) for i in range(65)), ValueError),  # too many

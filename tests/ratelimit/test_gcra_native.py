@@ -105,3 +105,15 @@ def test_admitted_lines_spell_every_number_in_decimal(burst: int) -> None:
         remaining,
         reset,
     )
+
+
+def test_the_longest_admitted_lines_fit() -> None:
+    # The longest shown limit (32 bytes) and the largest remaining count a burst can leave.
+    table = new_table(1 << 10)
+    burst = 2**62 - 1
+    lines = table.admit(b"p\x00", b"k", 1, burst, b"9" * 32)
+    assert isinstance(lines, bytes)
+    assert lines == b"RateLimit-Limit: %s\r\nRateLimit-Remaining: %d\r\nRateLimit-Reset: 1\r\n" % (
+        b"9" * 32,
+        burst,
+    )
