@@ -46,7 +46,6 @@ class Route:
         "name",
         "prefix",
         "settings",
-        "shadow",
         "stages",
         "upstream",
     )
@@ -78,7 +77,10 @@ class Route:
         self.mask = mask
         # Read per request (by the stages, by the audit record): taken out of settings once.
         self.mode = settings.mode
-        self.shadow = settings.mode == "shadow"
+
+    @property
+    def shadow(self) -> bool:
+        return self.mode == "shadow"
 
     def with_stages(self, stages: tuple[Stage, ...]) -> Route:
         return Route(

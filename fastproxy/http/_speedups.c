@@ -1998,6 +1998,26 @@ callbacks_dealloc(Callbacks *self)
     Py_DECREF(type);
 }
 
+/* handler.<name>(arg), or handler.<name>() when arg is NULL: through the method bound when the
+ * callbacks were made, else by name. bound is read into a strong reference first (the call may
+ * run code that clears the callbacks). */
+static PyObject *
+call_handler(Callbacks *self, PyObject *bound, PyObject *name, PyObject *arg)
+{
+    PyObject *result;
+    PyObject *method = Py_XNewRef(bound);
+    if (method != NULL) {
+        result = arg != NULL ? PyObject_CallOneArg(method, arg) : PyObject_CallNoArgs(method);
+        Py_DECREF(method);
+        return result;
+    }
+    PyObject *handler = Py_NewRef(self->handler);
+    result = arg != NULL ? PyObject_CallMethodOneArg(handler, name, arg)
+                         : PyObject_CallMethodNoArgs(handler, name);
+    Py_DECREF(handler);
+    return result;
+}
+
 static int
 check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t expected)
 {
@@ -2213,17 +2233,7 @@ callbacks_on_headers_complete(Callbacks *self, PyObject *Py_UNUSED(ignored))
     if (head == NULL) {
         return NULL;
     }
-    PyObject *result;
-    PyObject *method = Py_XNewRef(self->on_request_fn);
-    if (method != NULL) {
-        result = PyObject_CallOneArg(method, head);
-        Py_DECREF(method);
-    }
-    else {
-        PyObject *handler = Py_NewRef(self->handler);
-        result = PyObject_CallMethodOneArg(handler, st->on_request, head);
-        Py_DECREF(handler);
-    }
+    PyObject *result = call_handler(self, self->on_request_fn, st->on_request, head);
     Py_DECREF(head);
     if (result == NULL) {
         return NULL;
@@ -2248,17 +2258,7 @@ callbacks_on_body(Callbacks *self, PyObject *const *args, Py_ssize_t nargs)
         head_error(self->error_class, 413, "too_large", "body over max_body_bytes");
         return NULL;
     }
-    PyObject *result;
-    PyObject *method = Py_XNewRef(self->on_body_fn);
-    if (method != NULL) {
-        result = PyObject_CallOneArg(method, body);
-        Py_DECREF(method);
-    }
-    else {
-        PyObject *handler = Py_NewRef(self->handler);
-        result = PyObject_CallMethodOneArg(handler, callbacks_state(self)->on_body, body);
-        Py_DECREF(handler);
-    }
+    PyObject *result = call_handler(self, self->on_body_fn, callbacks_state(self)->on_body, body);
     if (result == NULL) {
         return NULL;
     }
@@ -2269,17 +2269,8 @@ callbacks_on_body(Callbacks *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 callbacks_on_message_complete(Callbacks *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *result;
-    PyObject *method = Py_XNewRef(self->on_request_end_fn);
-    if (method != NULL) {
-        result = PyObject_CallNoArgs(method);
-        Py_DECREF(method);
-    }
-    else {
-        PyObject *handler = Py_NewRef(self->handler);
-        result = PyObject_CallMethodNoArgs(handler, callbacks_state(self)->on_request_end);
-        Py_DECREF(handler);
-    }
+    PyObject *result =
+        call_handler(self, self->on_request_end_fn, callbacks_state(self)->on_request_end, NULL);
     if (result == NULL) {
         return NULL;
     }

@@ -67,32 +67,31 @@ bucket_of(const Cells *self, double seconds)
     return lo;
 }
 
+/* arg as an index below n (what names the kind of cell in the error). */
 static int
-int_index(const Cells *self, PyObject *arg, Py_ssize_t *out)
+index_below(PyObject *arg, Py_ssize_t n, const char *what, Py_ssize_t *out)
 {
     Py_ssize_t i = PyLong_AsSsize_t(arg);
     if (i == -1 && PyErr_Occurred())
         return -1;
-    if (i < 0 || i >= self->n_ints) {
-        PyErr_Format(PyExc_IndexError, "cell %zd out of range (0..%zd)", i, self->n_ints - 1);
+    if (i < 0 || i >= n) {
+        PyErr_Format(PyExc_IndexError, "%s %zd out of range (0..%zd)", what, i, n - 1);
         return -1;
     }
     *out = i;
     return 0;
 }
 
-static int
+static inline int
+int_index(const Cells *self, PyObject *arg, Py_ssize_t *out)
+{
+    return index_below(arg, self->n_ints, "cell", out);
+}
+
+static inline int
 float_index(const Cells *self, PyObject *arg, Py_ssize_t *out)
 {
-    Py_ssize_t i = PyLong_AsSsize_t(arg);
-    if (i == -1 && PyErr_Occurred())
-        return -1;
-    if (i < 0 || i >= self->n_floats) {
-        PyErr_Format(PyExc_IndexError, "float cell %zd out of range (0..%zd)", i, self->n_floats - 1);
-        return -1;
-    }
-    *out = i;
-    return 0;
+    return index_below(arg, self->n_floats, "float cell", out);
 }
 
 static int
