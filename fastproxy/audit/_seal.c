@@ -4,7 +4,8 @@
  * seal(payload, prev) -> (lines, head, count)
  *
  * ``payload`` is one or more compact JSON objects separated by "\n" (a batch as a worker sends
- * it); ``prev`` the 64 hex digits of the chain head. Every record becomes the line
+ * it) in any contiguous buffer: the writer passes a view of the message it received, uncopied.
+ * ``prev`` is the 64 hex digits of the chain head. Every record becomes the line
  *
  *     <record without its "}">,"prev":"<prev>","hash":"<sha256 hex>"}\n
  *
@@ -77,42 +78,22 @@ static Py_ssize_t count_records(const char *payload, Py_ssize_t size) {
 }
 
 static PyObject *count(PyObject *Py_UNUSED(module), PyObject *arg) {
-    if (!PyBytes_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "count: payload must be bytes");
+    Py_buffer payload;
+    if (PyObject_GetBuffer(arg, &payload, PyBUF_SIMPLE) < 0)
         return NULL;
-    }
-    Py_ssize_t n = count_records(PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg));
+    Py_ssize_t n = count_records(payload.buf, payload.len);
+    PyBuffer_Release(&payload);
     return n < 0 ? NULL : PyLong_FromSsize_t(n);
 }
 
-static PyObject *seal(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "seal(payload, prev) takes two arguments");
-        return NULL;
-    }
-    if (!PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "seal: payload and prev must be bytes");
-        return NULL;
-    }
-    const char *payload = PyBytes_AS_STRING(args[0]);
-    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
-    const char *prev = PyBytes_AS_STRING(args[1]);
-    if (!is_hex64(prev, PyBytes_GET_SIZE(args[1]))) {
-        PyErr_SetString(PyExc_ValueError, "prev is not 64 lowercase hex digits");
-        return NULL;
-    }
-    /* First pass: count and check the records, so that the output is allocated once. */
-    Py_ssize_t n = count_records(payload, size);
-    if (n < 0)
-        return NULL;
+/* The lines of the n checked records of payload chained after head (64 hex digits, updated). */
+static PyObject *seal_records(const char *payload, Py_ssize_t size, Py_ssize_t n, char *head) {
     PyObject *out = PyBytes_FromStringAndSize(NULL, size - (n - 1) + n * (Py_ssize_t)LINE_EXTRA);
     if (out == NULL)
         return NULL;
     char *w = PyBytes_AS_STRING(out);
 
     unsigned char digest[SHA256_DIGEST_LENGTH];
-    char head[HEX_LEN];
-    memcpy(head, prev, HEX_LEN);
     const char *record = payload;
     const char *end = payload + size;
     for (Py_ssize_t index = 0; index < n; index++) {
@@ -145,12 +126,42 @@ static PyObject *seal(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssi
         w += LINE_END_LEN;
         record = stop + 1;
     }
-    PyObject *head_obj = PyBytes_FromStringAndSize(head, HEX_LEN);
-    if (head_obj == NULL) {
-        Py_DECREF(out);
+    return out;
+}
+
+static PyObject *seal(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "seal(payload, prev) takes two arguments");
         return NULL;
     }
-    return Py_BuildValue("(NNn)", out, head_obj, n);
+    if (!PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "seal: prev must be bytes");
+        return NULL;
+    }
+    const char *prev = PyBytes_AS_STRING(args[1]);
+    if (!is_hex64(prev, PyBytes_GET_SIZE(args[1]))) {
+        PyErr_SetString(PyExc_ValueError, "prev is not 64 lowercase hex digits");
+        return NULL;
+    }
+    Py_buffer payload;
+    if (PyObject_GetBuffer(args[0], &payload, PyBUF_SIMPLE) < 0)
+        return NULL;
+    char head[HEX_LEN];
+    memcpy(head, prev, HEX_LEN);
+    PyObject *lines = NULL;
+    /* First pass: count and check the records, so that the output is allocated once. */
+    Py_ssize_t n = count_records(payload.buf, payload.len);
+    if (n >= 0)
+        lines = seal_records(payload.buf, payload.len, n, head);
+    PyBuffer_Release(&payload);
+    if (lines == NULL)
+        return NULL;
+    PyObject *head_obj = PyBytes_FromStringAndSize(head, HEX_LEN);
+    if (head_obj == NULL) {
+        Py_DECREF(lines);
+        return NULL;
+    }
+    return Py_BuildValue("(NNn)", lines, head_obj, n);
 }
 
 static PyMethodDef methods[] = {

@@ -74,7 +74,7 @@ def seal(record: bytes, prev: bytes) -> tuple[bytes, bytes]:
     return b'%s,"hash":"%s"}\n' % (body[:-1], digest), digest
 
 
-def seal_batch_reference(payload: bytes, prev: bytes) -> tuple[bytes, bytes, int]:
+def seal_batch_reference(payload: bytes | memoryview, prev: bytes) -> tuple[bytes, bytes, int]:
     """Chain the records of ``payload`` (JSON objects separated by ``\\n``) after ``prev``.
 
     Returns the lines (each ending with ``\\n``), the new head and the number of records;
@@ -85,7 +85,7 @@ def seal_batch_reference(payload: bytes, prev: bytes) -> tuple[bytes, bytes, int
         raise ValueError("prev is not 64 lowercase hex digits")
     if not payload:
         raise ValueError("empty batch")
-    records = payload.split(b"\n")
+    records = bytes(payload).split(b"\n")
     for index, record in enumerate(records, 1):
         if len(record) < 3 or record[:2] != b'{"' or record[-1:] != b"}":
             raise ValueError(f"record {index} of the batch is not a JSON object")
@@ -119,7 +119,7 @@ class Chain:
             append(b'%s,"hash":"%s"}\n' % (body[:-1], prev))
         self.head = prev
 
-    def seal(self, payload: bytes) -> tuple[bytes, int]:
+    def seal(self, payload: bytes | memoryview) -> tuple[bytes, int]:
         """Chain a batch (records separated by ``\\n``): its lines and how many records it held."""
         lines, self.head, count = seal_batch(payload, self.head)
         return lines, count

@@ -12,7 +12,7 @@ from fastproxy.audit import chain
 from fastproxy.audit.chain import GENESIS, Chain, check_line, seal, seal_batch_reference
 from fastproxy.audit.protocol import count_records_reference
 
-Sealer = Callable[[bytes, bytes], tuple[bytes, bytes, int]]
+Sealer = Callable[[bytes | memoryview, bytes], tuple[bytes, bytes, int]]
 
 try:
     from fastproxy.audit._seal import count as native_count
@@ -91,13 +91,12 @@ def test_chain_seal_moves_the_head_and_only_on_success() -> None:
     assert chain_.head == head
 
 
-COUNTERS: list[Callable[[bytes], int]] = [count_records_reference] + (
-    [native_count] if native_count is not None else []
-)
+Counter = Callable[[bytes | memoryview], int]
+COUNTERS: list[Counter] = [count_records_reference] + ([native_count] if native_count is not None else [])
 
 
 @pytest.mark.parametrize("counter", COUNTERS)
-def test_count_agrees_with_seal_on_what_is_a_batch(counter: Callable[[bytes], int]) -> None:
+def test_count_agrees_with_seal_on_what_is_a_batch(counter: Counter) -> None:
     rng = random.Random(9)
     for size in (1, 2, 5):
         payload = b"\n".join(random_record(rng) for _ in range(size))
@@ -105,3 +104,29 @@ def test_count_agrees_with_seal_on_what_is_a_batch(counter: Callable[[bytes], in
     for payload in BAD_PAYLOADS:
         with pytest.raises(ValueError):
             counter(payload)
+
+
+@pytest.mark.parametrize("counter", COUNTERS)
+@pytest.mark.parametrize("sealer", SEALERS)
+def test_a_view_into_a_message_seals_and_counts_as_its_bytes(sealer: Sealer, counter: Counter) -> None:
+    # The writer hands over the payload as a view of the message it received, past its header.
+    rng = random.Random(11)
+    payload = b"\n".join(random_record(rng) for _ in range(7))
+    message = b"B" + bytes(16) + payload
+    view = memoryview(message)[17:]
+    assert sealer(view, GENESIS) == sealer(payload, GENESIS)
+    assert counter(view) == 7
+    for bad in BAD_PAYLOADS:
+        with pytest.raises(ValueError):
+            sealer(memoryview(b"B" + bad)[1:], GENESIS)
+
+
+@pytest.mark.skipif(native_seal is None, reason="fastproxy.audit._seal is not built")
+def test_the_native_functions_refuse_what_is_not_a_buffer() -> None:
+    assert native_seal is not None and native_count is not None
+    with pytest.raises(TypeError):
+        native_seal("{}", GENESIS)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        native_seal(b'{"a":1}', bytearray(GENESIS))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        native_count(None)  # type: ignore[arg-type]

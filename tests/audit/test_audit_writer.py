@@ -44,6 +44,7 @@ from fastproxy.audit import (
 from fastproxy.audit.protocol import ACK, WELCOME, encode_batch, encode_hello, encode_seq
 from fastproxy.audit.record import RecordEncoder
 from fastproxy.audit.shared import FREE, STATE, WRITTEN
+from fastproxy.audit.writer import COMMIT_SPACING, AuditFile
 from fastproxy.config.schema import AuditSettings
 
 SECRET = "tok-3f9a-NEVER-IN-A-LOG"
@@ -572,3 +573,60 @@ def test_batch_sized_buffers_are_reused_without_page_faults() -> None:
     # glibc's default maps each such buffer afresh: about 73 faults per 300 kB, 400 buffers.
     assert faults("default") > 5000
     assert faults("kept") < 100
+
+
+def test_append_writes_every_chunk_in_order_after_a_short_writev(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = AuditFile(str(tmp_path / "audit.jsonl"))
+    file.open()
+    real_writev = os.writev
+
+    def short_writev(fd: int, buffers: list[bytes]) -> int:
+        # What a full pipe or a signal can do: write part of the first buffer only.
+        return real_writev(fd, [buffers[0][:3]])
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    chunks = [b"first line\n", b"second\n", b"third\n"]
+    file.append(chunks)
+    monkeypatch.undo()
+    file.append([b"fourth\n"])
+    file.close()
+    assert (tmp_path / "audit.jsonl").read_bytes() == b"".join(chunks) + b"fourth\n"
+    assert file.size == len(b"".join(chunks) + b"fourth\n")
+
+
+def test_under_a_stream_of_batches_commits_are_spaced(
+    tmp_path: Path, shared: AuditShared, endpoint: WriterEndpoint, writers: Callable[..., WriterProcess]
+) -> None:
+    # One batch every millisecond for half a second: without spacing about one commit each.
+    settings = settings_for(tmp_path, flush_interval=0.05)
+    slot, worker = shared.claim()
+    encoder = RecordEncoder(BOOT, worker, Clock())
+    writer = writers(settings)
+    writer.start()
+    before = shared.stats().commits
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        sock.settimeout(10)
+        sock.connect(endpoint.address)
+        sock.send(encode_hello(slot, worker, os.getpid(), BOOT))
+        assert sock.recv(64) == encode_seq(WELCOME, 0)
+        start = time.monotonic()
+        seq = 0
+        while time.monotonic() - start < 0.5:
+            sock.send(
+                encode_batch(
+                    seq + 1, seq + 2, [request(encoder, seq + 1, seq), request(encoder, seq + 2, seq)]
+                )
+            )
+            seq += 2
+            time.sleep(0.001)
+        wait_for(lambda: shared.get(slot, WRITTEN) == seq, what="every batch")
+        elapsed = time.monotonic() - start
+    commits = shared.stats().commits - before
+    # A commit starts at most every COMMIT_SPACING; one more for the pass under way at the start.
+    assert 1 <= commits <= elapsed / COMMIT_SPACING + 2
+    assert writer.stop() == 0
+    assert [r["seq"] for r in read_records(tmp_path / "audit.jsonl") if r.get("worker") == worker] == list(
+        range(1, seq + 1)
+    )
