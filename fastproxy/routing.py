@@ -38,6 +38,7 @@ class Route:
     """
 
     __slots__ = (
+        "audit_fail_closed",
         "exact",
         "forward_credentials",
         "mask",
@@ -48,6 +49,7 @@ class Route:
         "settings",
         "stages",
         "upstream",
+        "upstream_name",
     )
 
     def __init__(
@@ -75,8 +77,11 @@ class Route:
         self.stages = stages
         self.forward_credentials = forward_credentials
         self.mask = mask
-        # Read per request (by the stages, by the audit record): taken out of settings once.
+        # Read per request (by the stages, by the audit record): taken out of settings and the
+        # upstream (neither compiled: each read is a lookup on the type) once.
         self.mode = settings.mode
+        self.audit_fail_closed = settings.audit == "fail_closed"
+        self.upstream_name = upstream.name
 
     @property
     def shadow(self) -> bool:

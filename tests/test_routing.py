@@ -15,10 +15,12 @@ from fastproxy.routing import Route, Router, check_method, compile_pattern
 UPSTREAM = Upstream("api", Address("127.0.0.1", 9000), 8, 5.0, 30.0, 50.0)
 
 
-def route(name: str, path: str, methods: tuple[str, ...] = (), mode: str = "enforce") -> Route:
+def route(
+    name: str, path: str, methods: tuple[str, ...] = (), mode: str = "enforce", audit: str = "best_effort"
+) -> Route:
     exact, prefix = compile_pattern(path)
     settings = RouteSettings(
-        name=name, path=path, upstream="api", methods=list(methods), public=True, mode=mode
+        name=name, path=path, upstream="api", methods=list(methods), public=True, mode=mode, audit=audit
     )
     return Route(name, frozenset(methods), exact, prefix, UPSTREAM, settings)
 
@@ -196,13 +198,20 @@ def test_with_stages_keeps_everything_else() -> None:
     staged = base.with_stages(stages)  # type: ignore[arg-type]
     assert staged is not base and staged.stages == stages and base.stages == ()
     names = ("name", "methods", "exact", "prefix", "upstream", "settings", "forward_credentials", "mask")
-    assert all(getattr(staged, n) == getattr(base, n) for n in (*names, "mode", "shadow"))
+    derived = ("mode", "shadow", "audit_fail_closed", "upstream_name")
+    assert all(getattr(staged, n) == getattr(base, n) for n in (*names, *derived))
     assert staged.shadow and staged.forward_credentials
 
 
 def test_shadow_follows_the_route_mode() -> None:
     assert route("s", "/x", mode="shadow").shadow
     assert not route("e", "/x").shadow
+
+
+def test_what_a_request_reads_is_taken_from_the_settings_and_the_upstream() -> None:
+    assert route("c", "/x", audit="fail_closed").audit_fail_closed
+    assert not route("b", "/x").audit_fail_closed
+    assert route("c", "/x").upstream_name == UPSTREAM.name == "api"
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "M-SEARCH", "PROPFIND", "X_Y"])

@@ -398,7 +398,7 @@ class ClientConnection(asyncio.Protocol):
             exchange.status,
             # The upstream called, whether it answered or failed (502, 504); None when the
             # proxy answered before calling one.
-            route.upstream.name if route is not None and exchange.upstream_head else None,
+            route.upstream_name if route is not None and exchange.upstream_head else None,
             (monotonic() - exchange.started) * 1000.0,
             exchange.bytes_in,
             exchange.bytes_out,
@@ -422,7 +422,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _forward(self, exchange: Exchange, route: Route, extra: list[tuple[bytes, bytes]]) -> None:
         audit = self.state.audit
-        if audit is not None and route.settings.audit == "fail_closed" and not audit.admits():
+        if audit is not None and route.audit_fail_closed and not audit.admits():
             # No record of this request could be kept: it does not happen.
             self._reject(exchange, 503, "audit_unavailable", _RETRY_SOON)
             return
@@ -437,7 +437,7 @@ class ClientConnection(asyncio.Protocol):
         )
         if exchange.head.expect_continue and not exchange.request_done:
             self.write_response(_CONTINUE)
-        pool = self.state.pools[route.upstream.name]
+        pool = self.state.pools[route.upstream_name]
         upstream = pool.acquire()
         if upstream is not None:
             self._attach(exchange, upstream)
@@ -484,7 +484,7 @@ class ClientConnection(asyncio.Protocol):
         exchange.upstream = None
         exchange.pending_body = []
         assert exchange.route is not None
-        pool = self.state.pools[exchange.route.upstream.name]
+        pool = self.state.pools[exchange.route.upstream_name]
         self.state.loop.create_task(self._connect(exchange, pool))
 
     # -- answers, called by the upstream side too --------------------------------------------
