@@ -33,7 +33,7 @@ from fastproxy.net import unmapped
 if TYPE_CHECKING:
     from fastproxy.http.head import RequestHead
 
-__all__ = ["Decision", "Rejection", "RequestContext", "Stage", "run_stages"]
+__all__ = ["Decision", "Rejection", "RequestContext", "Stage", "caller_key", "run_stages"]
 
 
 class Rejection:
@@ -63,6 +63,7 @@ class RequestContext:
 
     principal: str | None = None
     auth: str | None = None  # how: "jwt:corp", "api_key:ci-bot"
+    caller: bytes | None = None  # caller_key(auth, principal), set with them (made once per token)
     roles: tuple[str, ...] = ()
     scopes: frozenset[str] = frozenset()
     would_deny: str | None = None
@@ -74,6 +75,14 @@ class RequestContext:
         self.client_ip = unmapped(client_ip) if client_ip[:1] == ":" else client_ip
         self.request_id = request_id
         self.upstream_headers: list[tuple[bytes, bytes]] = []
+
+
+def caller_key(auth: str | None, principal: str | None) -> bytes:
+    """How a request authenticated and as whom, as one value that no other pair spells (the key
+    of a per-principal rate limit). The method's length leads: an issuer name and an API key id
+    may both contain any separator."""
+    method = (auth or "").encode()
+    return b"%d:%s%s" % (len(method), method, (principal or "").encode())
 
 
 class Stage(Protocol):

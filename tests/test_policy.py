@@ -8,7 +8,7 @@ from collections.abc import Awaitable
 import pytest
 
 from fastproxy.http.request import parse_head
-from fastproxy.policy import Decision, Rejection, RequestContext, Stage, run_stages
+from fastproxy.policy import Decision, Rejection, RequestContext, Stage, caller_key, run_stages
 
 
 class Sync:
@@ -169,3 +169,14 @@ def test_request_context_starts_empty() -> None:
     assert ctx.request_id == b"rid"
     assert ctx.head.path == "/x"
     assert (ctx.principal, ctx.auth, ctx.would_deny, ctx.upstream_headers) == (None, None, None, [])
+
+
+def test_caller_keys_of_different_pairs_differ() -> None:
+    pairs = [
+        ("jwt:a", "b|c"), ("jwt:a|b", "c"), ("jwt:a", ""), ("jwt:", "a"), ("api_key:x", "y"),
+        ("api_key:", "x"), (None, None), (None, "a"), ("jwt:1", "2"), ("jwt:12", ""),
+    ]  # fmt: skip
+    keys = [caller_key(auth, principal) for auth, principal in pairs]
+    assert len(set(keys)) == len(keys)
+    assert caller_key("jwt:a", None) == caller_key("jwt:a", "")  # no principal: the empty name
+    assert caller_key("jwt:corp", "alice") == b"8:jwt:corpalice"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Final
 
-from fastproxy.policy import Decision, Rejection, RequestContext
+from fastproxy.policy import Decision, Rejection, RequestContext, caller_key
 from fastproxy.ratelimit import LIMITED, rate_limit_headers, table_key
 from fastproxy.ratelimit.policy import RateLimitSpec
 
@@ -96,9 +96,6 @@ class RateLimitStage:
 
 
 def _caller(ctx: RequestContext) -> bytes:
-    """How the request authenticated and as whom, as one value that no other pair spells.
-
-    The method's length leads: an issuer name and an API key id may both contain any separator.
-    """
-    method = (ctx.auth or "").encode()
-    return b"%d:%s%s" % (len(method), method, (ctx.principal or "").encode())
+    # Authentication left the key on the context, made once per token; else: anonymous.
+    caller = ctx.caller
+    return caller if caller is not None else caller_key(ctx.auth, ctx.principal)

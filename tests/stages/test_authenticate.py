@@ -24,7 +24,7 @@ from fastproxy.identity.jwk import KeySet, b64url_encode, hmac_key, parse_jwks
 from fastproxy.identity.jws import Claims, Verifier
 from fastproxy.identity.keysource import KeySource
 from fastproxy.identity.mint import mint, public_jwk
-from fastproxy.policy import Decision, Rejection, RequestContext, Stage, run_stages
+from fastproxy.policy import Decision, Rejection, RequestContext, Stage, caller_key, run_stages
 from fastproxy.stages.authenticate import Authenticate, Identity, JwtIssuer
 
 T = TypeVar("T")
@@ -237,6 +237,7 @@ def assert_invalid(decision: Decision, reason: str) -> None:
 
 def assert_admitted(ctx: RequestContext, subject: str, method: str, roles: tuple[str, ...]) -> None:
     assert (ctx.principal, ctx.auth, ctx.roles) == (subject, method, roles)
+    assert ctx.caller == caller_key(method, subject)  # the per-principal rate-limit key
     assert ctx.upstream_headers[-3:] == [
         (b"X-Auth-Subject", subject.encode()),
         (b"X-Auth-Roles", ",".join(roles).encode()),

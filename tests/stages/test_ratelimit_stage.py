@@ -18,7 +18,7 @@ import pytest
 from fastproxy.config import load_config
 from fastproxy.http.request import parse_head
 from fastproxy.net import parse_networks
-from fastproxy.policy import Decision, Rejection, RequestContext, run_stages
+from fastproxy.policy import Decision, Rejection, RequestContext, caller_key, run_stages
 from fastproxy.ratelimit import ALLOWED, Limit, Table, new_table, rate_limit_headers
 from fastproxy.ratelimit.policy import RateLimitSpec
 from fastproxy.stages.authorize import IpRules
@@ -153,6 +153,18 @@ def test_principal_key_names_that_could_run_together_do_not_share_a_bucket() -> 
     assert admitted(found, context(principal="c", auth="jwt:a|b"))
     assert admitted(found, context(principal="", auth="jwt:a"))
     assert admitted(found, context(principal="a", auth="jwt:"))
+
+
+def test_the_key_authentication_leaves_is_the_one_the_stage_makes() -> None:
+    found = stage("principal")
+    ctx = context("203.0.113.1", principal="alice", auth="jwt:corp")
+    ctx.caller = caller_key("jwt:corp", "alice")  # as Authenticate leaves it
+    assert admitted(found, ctx)
+    assert not admitted(found, context("203.0.113.2", principal="alice", auth="jwt:corp"))
+    # And it is used as it is: authentication is what names the caller.
+    other = context("203.0.113.3", principal="bob", auth="jwt:corp")
+    other.caller = caller_key("jwt:corp", "alice")
+    assert not admitted(found, other)
 
 
 def test_api_key_key_one_bucket_per_key_and_per_jwt_caller() -> None:
