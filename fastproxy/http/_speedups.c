@@ -2350,6 +2350,56 @@ callbacks_set_chunk(Callbacks *self, PyObject *value, void *Py_UNUSED(closure))
     return 0;
 }
 
+/* start(data) and finish(data): RequestParser.feed's accounting around one feed, in one call
+ * each (as attributes it was seven reads and writes through the type, a tenth of a request). */
+static PyObject *
+callbacks_start(Callbacks *self, PyObject *data)
+{
+    if (!PyBytes_Check(data)) {
+        PyErr_Format(PyExc_TypeError, "start: data must be bytes, not %.200s", Py_TYPE(data)->tp_name);
+        return NULL;
+    }
+    if (self->in_head) {
+        self->head_seen = count_add(self->head_seen, PyBytes_GET_SIZE(data));
+    }
+    self->begun = 0;
+    Py_SETREF(self->chunk, Py_NewRef(data));
+    Py_RETURN_NONE;
+}
+
+/* The start of the last blank line ("\r\n\r\n") in s[0:n], or -1. */
+static Py_ssize_t
+last_blank_line(const char *s, Py_ssize_t n)
+{
+    for (Py_ssize_t i = n - 4; i >= 0; i--) {
+        if (s[i] == '\r' && s[i + 1] == '\n' && s[i + 2] == '\r' && s[i + 3] == '\n') {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static PyObject *
+callbacks_finish(Callbacks *self, PyObject *data)
+{
+    Py_SETREF(self->chunk, Py_NewRef(Py_None)); /* a connection keeps no read it is done with */
+    if (!self->in_head) {
+        return PyLong_FromLong(-1);
+    }
+    if (self->begun > 0) {
+        if (!PyBytes_Check(data)) {
+            PyErr_Format(PyExc_TypeError, "finish: data must be bytes, not %.200s", Py_TYPE(data)->tp_name);
+            return NULL;
+        }
+        /* The head began in this chunk. An open head holds no blank line, so it is at most
+         * what follows the chunk's last one: count that (exact without bodies). */
+        Py_ssize_t n = PyBytes_GET_SIZE(data);
+        Py_ssize_t last = last_blank_line(PyBytes_AS_STRING(data), n);
+        self->head_seen = n - (last != -1 ? last + 4 : 0);
+    }
+    return PyLong_FromSsize_t(self->head_seen);
+}
+
 static PyGetSetDef callbacks_getset[] = {
     {"chunk", (getter)callbacks_get_chunk, (setter)callbacks_set_chunk,
      "The bytes being fed, or None.", NULL},
@@ -2375,6 +2425,10 @@ static PyMethodDef callbacks_methods[] = {
     {"on_headers_complete", (PyCFunction)callbacks_on_headers_complete, METH_NOARGS, NULL},
     {"on_body", (PyCFunction)(void (*)(void))callbacks_on_body, METH_FASTCALL, NULL},
     {"on_message_complete", (PyCFunction)callbacks_on_message_complete, METH_NOARGS, NULL},
+    {"start", (PyCFunction)callbacks_start, METH_O,
+     "start(data): before data is fed (head_seen, began, chunk)."},
+    {"finish", (PyCFunction)callbacks_finish, METH_O,
+     "finish(data) -> int: after data was fed: head_seen while a head is open, else -1."},
     {NULL, NULL, 0, NULL},
 };
 

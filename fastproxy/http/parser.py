@@ -23,7 +23,7 @@ __all__ = ["RequestParser"]
 class RequestParser:
     """Feeds raw client bytes to llhttp and a :class:`RequestHandler`; see the module doc."""
 
-    __slots__ = ("_callbacks", "_feed", "_head_limit", "_parser", "upgraded")
+    __slots__ = ("_callbacks", "_feed", "_finish", "_head_limit", "_parser", "_start", "upgraded")
 
     def __init__(
         self, handler: RequestHandler, limits: LimitsSettings, credential_header: bytes | None = None
@@ -35,6 +35,8 @@ class RequestParser:
         # Bound once: a method call on an object that is not compiled looks the name up on its
         # type every time.
         self._feed = self._parser.feed_data
+        self._start = self._callbacks.start  # the accounting around each feed
+        self._finish = self._callbacks.finish
         # A request with Upgrade (or CONNECT) ends llhttp's HTTP parsing of the connection: the
         # request itself is complete and proxied as plain HTTP, then the connection is closed.
         self.upgraded = False
@@ -46,11 +48,7 @@ class RequestParser:
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``; raises ProtocolError for input the connection must be closed over."""
-        callbacks = self._callbacks
-        if callbacks.in_head:
-            callbacks.head_seen += len(data)
-        callbacks.began = False
-        callbacks.chunk = data
+        self._start(data)
         try:
             self._feed(data)
         except httptools.HttpParserUpgrade:
@@ -63,12 +61,6 @@ class RequestParser:
         except httptools.HttpParserError as exc:
             raise ProtocolError(400, "bad_request", str(exc)) from None
         finally:
-            callbacks.chunk = None  # a connection keeps no read it is done with
-        if callbacks.in_head:
-            if callbacks.began:
-                # The head began in this chunk. An open head holds no blank line, so it is at
-                # most what follows the chunk's last one: count that (exact without bodies).
-                last = data.rfind(b"\r\n\r\n")
-                callbacks.head_seen = len(data) - (last + 4 if last != -1 else 0)
-            if callbacks.head_seen > self._head_limit:
-                raise ProtocolError(431, "headers_too_large", "request head over max_header_bytes")
+            seen = self._finish(data)  # the bytes of a head still open, -1 when none is
+        if seen > self._head_limit:
+            raise ProtocolError(431, "headers_too_large", "request head over max_header_bytes")

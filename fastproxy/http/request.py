@@ -256,8 +256,9 @@ class RequestCallbacks:
     """llhttp's callbacks for one connection: collect a head, enforce limits, feed the handler.
 
     The pure-Python reference of ``_speedups.RequestCallbacks`` (tested to behave identically);
-    :class:`RequestParser` uses the C one when it is built. ``in_head``, ``head_seen`` and
-    ``began`` are shared with :meth:`RequestParser.feed`, which does the cross-read accounting.
+    :class:`RequestParser` uses the C one when it is built. :meth:`start` and :meth:`finish`,
+    which :meth:`RequestParser.feed` calls around each feed, keep the cross-read accounting of
+    an open head (``head_seen``).
     """
 
     __slots__ = (
@@ -304,6 +305,25 @@ class RequestCallbacks:
         # its request line there instead of asking llhttp; here it is only kept.
         self.chunk: bytes | None = None
         self.parser: httptools.HttpRequestParser | None = None  # set by RequestParser
+
+    def start(self, data: bytes) -> None:
+        """Before ``data`` is fed (RequestParser.feed): count it into an open head, and keep it."""
+        if self.in_head:
+            self.head_seen += len(data)
+        self.began = False
+        self.chunk = data
+
+    def finish(self, data: bytes) -> int:
+        """After ``data`` was fed: ``head_seen`` while a head is open, else -1."""
+        self.chunk = None  # a connection keeps no read it is done with
+        if not self.in_head:
+            return -1
+        if self.began:
+            # The head began in this chunk. An open head holds no blank line, so it is at most
+            # what follows the chunk's last one: count that (exact without bodies).
+            last = data.rfind(b"\r\n\r\n")
+            self.head_seen = len(data) - (last + 4 if last != -1 else 0)
+        return self.head_seen
 
     def on_message_begin(self) -> None:
         self._url = b""

@@ -79,6 +79,8 @@ def make_parser(kind: str, handler: Any, limits: LimitsSettings) -> RequestParse
     parser._callbacks = callbacks
     parser._parser = httptools.HttpRequestParser(callbacks)
     parser._feed = parser._parser.feed_data
+    parser._start = callbacks.start
+    parser._finish = callbacks.finish
     callbacks.parser = parser._parser
     return parser
 
@@ -508,6 +510,36 @@ def test_attributes_round_trip() -> None:
     assert (callbacks.in_head, callbacks.began, callbacks.head_seen) == (True, True, 0)
     callbacks.parser = None
     assert callbacks.parser is None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_start_and_finish_keep_the_accounting_of_an_open_head(kind: str) -> None:
+    callbacks = KINDS[kind](Events(), LIMITS)
+    callbacks.start(b"abc")  # no head open: nothing counted, the chunk kept
+    assert (callbacks.head_seen, callbacks.began, callbacks.chunk) == (0, False, b"abc")
+    assert callbacks.finish(b"abc") == -1 and callbacks.chunk is None
+    callbacks.in_head = True
+    callbacks.head_seen = 10
+    callbacks.start(b"12345")  # a head open since an earlier read: the read counts in full
+    assert callbacks.head_seen == 15
+    assert callbacks.finish(b"12345") == 15
+    callbacks.start(b"x\r\n\r\nGET / HTTP/1.1\r\n")
+    callbacks.on_message_begin()  # a head began in this read: only what follows the blank line
+    assert callbacks.finish(b"x\r\n\r\nGET / HTTP/1.1\r\n") == 16
+    callbacks.start(b"GET / HT")
+    callbacks.on_message_begin()  # no blank line in the read: all of it
+    assert callbacks.finish(b"GET / HT") == 8
+    assert callbacks.chunk is None
+
+
+def test_start_and_finish_take_bytes() -> None:
+    callbacks = c_callbacks(Events(), LIMITS)
+    with pytest.raises(TypeError):
+        callbacks.start("GET")  # type: ignore[arg-type]
+    callbacks.start(b"GET")
+    callbacks.on_message_begin()
+    with pytest.raises(TypeError):
+        callbacks.finish(bytearray(b"GET"))  # type: ignore[arg-type]
 
 
 def test_attribute_errors() -> None:
