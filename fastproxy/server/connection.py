@@ -199,7 +199,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if state.stopping:
             self.closing = True  # accepted as the listener closed: one answer, then close
-        self._set_deadline(_IDLE, state.limits.header_timeout)
+        self._set_deadline(_IDLE, state.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
@@ -233,7 +233,7 @@ class ClientConnection(asyncio.Protocol):
                 self._flush_upstream()
         if self.parser.in_head and self.deadline_kind != _HEAD:
             # Part of a head arrived: the rest has header_timeout from now.
-            self._set_deadline(_HEAD, self.state.limits.header_timeout)
+            self._set_deadline(_HEAD, self.state.header_timeout)
         if self.parser.upgraded and not self.paused & _PAUSE_DONE:
             # llhttp stops at an Upgrade/CONNECT request: answer it as plain HTTP, then close.
             self.closing = True
@@ -258,7 +258,7 @@ class ClientConnection(asyncio.Protocol):
         exchange = self.active
         if exchange is not None and exchange.upstream is not None:
             exchange.upstream.pause_reading()
-        self._set_deadline(_SEND, self.state.limits.body_timeout)
+        self._set_deadline(_SEND, self.state.body_timeout)
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -277,7 +277,7 @@ class ClientConnection(asyncio.Protocol):
             exchange.keep_alive = False
         self.reading = exchange
         if head.has_body:
-            self._set_deadline(_BODY, self.state.limits.body_timeout)
+            self._set_deadline(_BODY, self.state.body_timeout)
         else:
             self.deadline_kind = _IDLE
             self.deadline = INF
@@ -291,7 +291,7 @@ class ClientConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         exchange = self.reading
         assert exchange is not None
-        self.deadline = self.state.now + self.state.limits.body_timeout
+        self.deadline = self.state.now + self.state.body_timeout
         exchange.bytes_in += len(body)
         if exchange.discard:
             return
@@ -618,7 +618,7 @@ class ClientConnection(asyncio.Protocol):
                 self._answer_error(self.deferred_error)
             self._close()
             return
-        self._set_deadline(_IDLE, self.state.limits.keepalive_timeout)
+        self._set_deadline(_IDLE, self.state.keepalive_timeout)
 
     # -- errors and timeouts ------------------------------------------------------------------
 

@@ -28,6 +28,11 @@ class WorkerState:
         self.config = config
         self.loop = loop
         self.limits = config.limits
+        # The timeouts a request reads, out of the settings Struct once (not compiled: each read
+        # through it is a lookup on its type).
+        self.header_timeout: float = config.limits.header_timeout
+        self.body_timeout: float = config.limits.body_timeout
+        self.keepalive_timeout: float = config.limits.keepalive_timeout
         self.router: Router = config.router
         self.trusted = config.trusted_proxies
         identity = config.identity

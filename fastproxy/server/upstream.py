@@ -118,10 +118,11 @@ class UpstreamError(Exception):
 
 
 class UpstreamPool:
-    __slots__ = ("idle", "metrics_row", "open", "state", "upstream")
+    __slots__ = ("idle", "metrics_row", "open", "pool_size", "state", "upstream")
 
     def __init__(self, upstream: Upstream, state: WorkerState) -> None:
         self.upstream = upstream
+        self.pool_size = upstream.pool_size  # read per request: Upstream is not compiled
         self.state = state
         self.idle: list[UpstreamConnection] = []
         self.open = 0  # connections open, idle or busy (the upstream_connections_open gauge)
@@ -162,7 +163,7 @@ class UpstreamPool:
             metrics.upstream_connect_error(self.metrics_row)
 
     def release(self, conn: UpstreamConnection) -> None:
-        if len(self.idle) < self.upstream.pool_size and not self.state.stopping:
+        if len(self.idle) < self.pool_size and not self.state.stopping:
             conn.idle_since = self.state.now
             self.idle.append(conn)
         else:

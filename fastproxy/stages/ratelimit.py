@@ -35,7 +35,17 @@ log: Final = logging.getLogger("fastproxy.ratelimit")
 class RateLimitStage:
     name = "rate_limit"
 
-    __slots__ = ("_by_ip", "_prefix", "_shown_limit", "burst", "interval_ns", "route", "spec", "table")
+    __slots__ = (
+        "_by_ip",
+        "_key",
+        "_prefix",
+        "_shown_limit",
+        "burst",
+        "interval_ns",
+        "route",
+        "spec",
+        "table",
+    )
 
     def __init__(self, spec: RateLimitSpec, table: Table, route: str) -> None:
         self.spec = spec
@@ -45,6 +55,7 @@ class RateLimitStage:
         self.burst = spec.limit.burst
         self._prefix = table_key(spec.name, b"")  # the key is this plus the value
         self._by_ip = spec.key == "ip"
+        self._key = spec.key  # read per request: RateLimitSpec is not compiled
         self._shown_limit = spec.shown_limit
 
     def check(self, ctx: RequestContext) -> Decision:
@@ -76,7 +87,7 @@ class RateLimitStage:
         return Rejection(503, "rate_limit_full", rate_limit_headers(self.spec.limit.limit, decision))
 
     def _value(self, ctx: RequestContext) -> bytes:
-        key = self.spec.key
+        key = self._key
         if key == "principal":
             return _caller(ctx)
         if key == "ip":
