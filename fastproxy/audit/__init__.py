@@ -71,7 +71,8 @@ once: as its record, or inside a gap record ``{"seq": S, "gap": N, "reason": …
   one gap record (reason ``lost_with_worker``) for exactly those seqs once the master has reaped
   the worker, from the ``assigned`` counter the worker keeps in shared memory on every submit.
   With a writer up, a record whose response went out is therefore written within about one
-  ``flush_interval`` (plus one commit), or accounted as lost if the worker dies before. The
+  ``flush_interval`` (plus one commit, which under load starts up to 20 ms after the last: see
+  :data:`fastproxy.audit.writer.COMMIT_SPACING`), or accounted as lost if the worker dies before. The
   record is submitted before the response's last bytes are written (ClientConnection.write_last),
   so a kill between the two cannot leave an answered request without its record or its gap;
   the exception is a response the upstream sent before the request body was all read (its

@@ -89,12 +89,13 @@ def decode_batch(message: bytes) -> tuple[int, int, list[bytes]]:
     return first, last, bytes(payload).split(b"\n")
 
 
-def decode_batch_payload(message: bytes) -> tuple[int, int, int, memoryview]:
+def decode_batch_payload(message: bytes | memoryview) -> tuple[int, int, int, memoryview]:
     """(first seq, last seq, record count, the records as sent: separated by ``\\n``).
 
     The writer chains the payload as it is (:func:`fastproxy.audit.chain.seal_batch`), without
-    splitting it into a list and without copying it out of the message (a view: a batch is up
-    to MSG_CAP bytes); ProtocolError when it is not a well-formed batch.
+    splitting it into a list and without copying it out of the message (a view of the view of
+    its receive buffer: a batch is up to MSG_CAP bytes); ProtocolError when it is not a
+    well-formed batch.
     """
     if message[:1] != BATCH or len(message) <= 1 + _BATCH.size:
         raise ProtocolError("expected a batch")

@@ -20,7 +20,8 @@ Under load the next commit also waits until :data:`COMMIT_SPACING` (20 ms, or ``
 if that is shorter) after the start of the last one: a commit has fixed costs (the wakeup, the
 ``fdatasync``, a few hundred microseconds of CPU here) that are then shared by more records. It
 delays only acknowledgements (by at most the spacing), not the workers: a batch sent waits in
-its socket, where it outlives the worker that sent it.
+its socket, where it outlives the worker that sent it. A commit that reached COMMIT_MAX is not
+followed by a wait: more is waiting, and the writer's throughput is not capped.
 
 Records are deduplicated by seq: a worker that lost its writer sends again what was not
 acknowledged, and the writer skips records its file already has. It knows how far each stream
@@ -457,6 +458,10 @@ class _Writer:
         self.spacing = min(COMMIT_SPACING, settings.flush_interval)
         self.next_commit = 0.0  # no commit of records starts before this (time.monotonic())
         self._wakeup_r = -1
+        # Every message is read into this one buffer and sealed from a view of it, before the
+        # next read: no allocation and no copy per message.
+        self._buffer = bytearray(MSG_CAP)
+        self._view = memoryview(self._buffer)
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -553,9 +558,7 @@ class _Writer:
             if self.lines_bytes >= COMMIT_MAX:
                 return  # the rest waits in the socket for the next commit
             try:
-                # A fresh bytes per message, shrunk in place to its size: the batch in it is
-                # sealed from a view, never copied (see keep_buffers_in_heap).
-                message, _, flags, _ = conn.sock.recvmsg(MSG_CAP)
+                size, _, flags, _ = conn.sock.recvmsg_into([self._buffer])
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionResetError:
@@ -565,9 +568,10 @@ class _Writer:
             except OSError:
                 self._close(conn)
                 return
-            if not message:
+            if not size:
                 self._close(conn)
                 return
+            message = self._view[:size]
             try:
                 if flags & _MSG_TRUNC:
                     raise ProtocolError("message larger than the writer reads")
@@ -576,7 +580,7 @@ class _Writer:
                 elif message[:1] == HELLO and conn.slot < 0:
                     self._hello(conn, message)
                 else:
-                    raise ProtocolError(f"unexpected message {message[:1]!r}")
+                    raise ProtocolError(f"unexpected message {bytes(message[:1])!r}")
             except ProtocolError as exc:
                 log.error(
                     "audit writer: worker %d (pid %d): %s; closing its connection",
@@ -587,8 +591,8 @@ class _Writer:
                 self._close(conn)
                 return
 
-    def _hello(self, conn: _Conn, message: bytes) -> None:
-        slot, worker, pid, boot = decode_hello(message)
+    def _hello(self, conn: _Conn, message: memoryview) -> None:
+        slot, worker, pid, boot = decode_hello(bytes(message))
         if boot != self.boot or not 0 <= slot < self.shared.slots:
             raise ProtocolError("hello names another boot or no slot")
         # DEAD too: a worker may die between its hello and the writer reading it.
@@ -602,7 +606,7 @@ class _Writer:
         # Welcomed only after the commit in progress: the welcome must not count unwritten records.
         conn.welcome_due = True
 
-    def _batch(self, conn: _Conn, message: bytes) -> None:
+    def _batch(self, conn: _Conn, message: memoryview) -> None:
         first, last, _, payload = decode_batch_payload(message)
         ts = format_timestamp(self.clock())
         out, lost = self.sequencer.admit(conn.stream, first, last, payload, ts)
@@ -639,7 +643,10 @@ class _Writer:
 
     def _commit(self, durable: bool, may_rotate: bool = True) -> None:
         if self.lines:
-            self.next_commit = time.monotonic() + self.spacing
+            # A commit cut at COMMIT_MAX left more waiting: the next one starts at once (spaced,
+            # commits would cap the writer at COMMIT_MAX per COMMIT_SPACING).
+            full = self.lines_bytes >= COMMIT_MAX
+            self.next_commit = 0.0 if full else time.monotonic() + self.spacing
             self.file.append(self.lines)
             if durable:
                 self.file.sync()
