@@ -174,6 +174,15 @@ class BadTail(Exception):
     """The file's last line is not a valid record: its chain cannot be continued."""
 
 
+def next_commit_at(now: float, spacing: float, committed: int) -> float:
+    """When the commit after one of ``committed`` bytes starting at ``now`` may start.
+
+    A commit cut at COMMIT_MAX left more waiting: the next one starts at once (spaced, commits
+    would cap the writer at COMMIT_MAX per ``spacing``).
+    """
+    return 0.0 if committed >= COMMIT_MAX else now + spacing
+
+
 class AuditFile:
     """The current audit file: recovery of its tail, appends, fdatasync, rotation, reopening."""
 
@@ -643,10 +652,7 @@ class _Writer:
 
     def _commit(self, durable: bool, may_rotate: bool = True) -> None:
         if self.lines:
-            # A commit cut at COMMIT_MAX left more waiting: the next one starts at once (spaced,
-            # commits would cap the writer at COMMIT_MAX per COMMIT_SPACING).
-            full = self.lines_bytes >= COMMIT_MAX
-            self.next_commit = 0.0 if full else time.monotonic() + self.spacing
+            self.next_commit = next_commit_at(time.monotonic(), self.spacing, self.lines_bytes)
             self.file.append(self.lines)
             if durable:
                 self.file.sync()

@@ -44,7 +44,7 @@ from fastproxy.audit import (
 from fastproxy.audit.protocol import ACK, WELCOME, encode_batch, encode_hello, encode_seq
 from fastproxy.audit.record import RecordEncoder
 from fastproxy.audit.shared import FREE, STATE, WRITTEN
-from fastproxy.audit.writer import COMMIT_SPACING, AuditFile
+from fastproxy.audit.writer import COMMIT_MAX, COMMIT_SPACING, AuditFile, next_commit_at
 from fastproxy.config.schema import AuditSettings
 
 SECRET = "tok-3f9a-NEVER-IN-A-LOG"
@@ -630,3 +630,11 @@ def test_under_a_stream_of_batches_commits_are_spaced(
     assert [r["seq"] for r in read_records(tmp_path / "audit.jsonl") if r.get("worker") == worker] == list(
         range(1, seq + 1)
     )
+
+
+def test_a_commit_cut_at_its_cap_is_not_followed_by_a_wait() -> None:
+    assert next_commit_at(100.0, COMMIT_SPACING, 1) == 100.0 + COMMIT_SPACING
+    assert next_commit_at(100.0, COMMIT_SPACING, COMMIT_MAX - 1) == 100.0 + COMMIT_SPACING
+    # More is waiting in the sockets: spacing would cap the writer at COMMIT_MAX per spacing.
+    assert next_commit_at(100.0, COMMIT_SPACING, COMMIT_MAX) == 0.0
+    assert next_commit_at(100.0, COMMIT_SPACING, COMMIT_MAX + 4096) == 0.0
