@@ -47,6 +47,33 @@ def test_the_key_is_the_whole_token() -> None:
     assert cache.get(b"aGVhZGVy.cGF5bG9hZA" + signature, NOW) == "alice"
 
 
+def test_tokens_that_end_alike_are_still_different_tokens() -> None:
+    # Entries are found by the last 32 bytes; a hit still needs the whole token.
+    cache = TokenCache[str]()
+    tail = b"." + b"s" * 40
+    real, forged = b"aGVhZGVy.cGF5bG9hZA" + tail, b"aGVhZGVy.b3RoZXI" + tail
+    cache.put(real, "alice", NOW + 100, NOW)
+    assert cache.get(forged, NOW) is None and cache.find(forged, NOW) is None
+    assert cache.get_invalid(forged, NOW) is None
+    # A forged token is remembered as invalid, apart: the verified one stays.
+    cache.put_invalid(forged, "invalid_token:bad_signature", NOW)
+    assert cache.get(real, NOW) == "alice"
+    assert cache.get_invalid(forged, NOW) == "invalid_token:bad_signature"
+    assert cache.get_invalid(real, NOW) is None
+    # Two verified tokens that end alike take turns in one entry: a miss, never the other's value.
+    other = b"aGVhZGVy.Ym9i" + tail
+    cache.put(other, "bob", NOW + 100, NOW)
+    assert cache.get(real, NOW) is None
+    assert cache.get(other, NOW) == "bob"
+
+
+def test_short_tokens_are_their_own_key() -> None:
+    cache = TokenCache[str]()
+    cache.put(b"t", "alice", NOW + 100, NOW)
+    cache.put(b"tt", "bob", NOW + 100, NOW)
+    assert (cache.get(b"t", NOW), cache.get(b"tt", NOW)) == ("alice", "bob")
+
+
 def test_least_recently_used_is_evicted_first() -> None:
     cache = TokenCache[str](max_entries=2)
     cache.put(b"a", "A", NOW + 100, NOW)
