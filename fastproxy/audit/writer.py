@@ -20,8 +20,9 @@ Under load the next commit also waits until :data:`COMMIT_SPACING` (20 ms, or ``
 if that is shorter) after the start of the last one: a commit has fixed costs (the wakeup, the
 ``fdatasync``, a few hundred microseconds of CPU here) that are then shared by more records. It
 delays only acknowledgements (by at most the spacing), not the workers: a batch sent waits in
-its socket, where it outlives the worker that sent it. A commit that reached COMMIT_MAX is not
-followed by a wait: more is waiting, and the writer's throughput is not capped.
+its socket, where it outlives the worker that sent it. A pass that stopped reading with more
+waiting (COMMIT_MAX reached, or _READS_PER_PASS messages from one connection) is not followed by
+a wait: the writer's throughput is not capped.
 
 Records are deduplicated by seq: a worker that lost its writer sends again what was not
 acknowledged, and the writer skips records its file already has. It knows how far each stream
@@ -174,13 +175,14 @@ class BadTail(Exception):
     """The file's last line is not a valid record: its chain cannot be continued."""
 
 
-def next_commit_at(now: float, spacing: float, committed: int) -> float:
-    """When the commit after one of ``committed`` bytes starting at ``now`` may start.
+def next_commit_at(now: float, spacing: float, more_waiting: bool) -> float:
+    """When the commit after one that started at ``now`` may start.
 
-    A commit cut at COMMIT_MAX left more waiting: the next one starts at once (spaced, commits
-    would cap the writer at COMMIT_MAX per ``spacing``).
+    A pass that stopped reading with more waiting (COMMIT_MAX reached, or _READS_PER_PASS
+    messages read from a connection) is followed at once: spaced, such commits would cap the
+    writer at COMMIT_MAX, or at _READS_PER_PASS messages per connection, per ``spacing``.
     """
-    return 0.0 if committed >= COMMIT_MAX else now + spacing
+    return 0.0 if more_waiting else now + spacing
 
 
 class AuditFile:
@@ -391,7 +393,11 @@ class Sequencer:
         else:
             # Part of this batch is already written: find where, by each record's own seq.
             for record in bytes(payload).split(b"\n"):
-                span = span_of(orjson.loads(record))
+                try:
+                    obj = orjson.loads(record)
+                except orjson.JSONDecodeError:
+                    raise ProtocolError("a batch record is not valid JSON") from None
+                span = span_of(obj) if isinstance(obj, dict) else None
                 if span is None:
                     raise ProtocolError("a batch record has no seq")
                 _, start, end = span
@@ -466,6 +472,7 @@ class _Writer:
         self.next_dead_poll = 0.0
         self.spacing = min(COMMIT_SPACING, settings.flush_interval)
         self.next_commit = 0.0  # no commit of records starts before this (time.monotonic())
+        self.more_waiting = False  # this pass stopped reading with more in a socket
         self._wakeup_r = -1
         # Every message is read into this one buffer and sealed from a view of it, before the
         # next read: no allocation and no copy per message.
@@ -565,7 +572,8 @@ class _Writer:
     def _read(self, conn: _Conn) -> None:
         for _ in range(_READS_PER_PASS):
             if self.lines_bytes >= COMMIT_MAX:
-                return  # the rest waits in the socket for the next commit
+                self.more_waiting = True  # the rest waits in the socket for the next commit
+                return
             try:
                 size, _, flags, _ = conn.sock.recvmsg_into([self._buffer])
             except (BlockingIOError, InterruptedError):
@@ -599,6 +607,7 @@ class _Writer:
                 )
                 self._close(conn)
                 return
+        self.more_waiting = True  # _READS_PER_PASS read: the others get their turn first
 
     def _hello(self, conn: _Conn, message: memoryview) -> None:
         slot, worker, pid, boot = decode_hello(bytes(message))
@@ -651,8 +660,9 @@ class _Writer:
         self._add([writer_marker(ts, self.boot, event, self.pid, **extra)], markers=1)
 
     def _commit(self, durable: bool, may_rotate: bool = True) -> None:
+        more_waiting, self.more_waiting = self.more_waiting, False
         if self.lines:
-            self.next_commit = next_commit_at(time.monotonic(), self.spacing, self.lines_bytes)
+            self.next_commit = next_commit_at(time.monotonic(), self.spacing, more_waiting)
             self.file.append(self.lines)
             if durable:
                 self.file.sync()

@@ -44,7 +44,7 @@ from fastproxy.audit import (
 from fastproxy.audit.protocol import ACK, WELCOME, encode_batch, encode_hello, encode_seq
 from fastproxy.audit.record import RecordEncoder
 from fastproxy.audit.shared import FREE, STATE, WRITTEN
-from fastproxy.audit.writer import COMMIT_MAX, COMMIT_SPACING, AuditFile, next_commit_at
+from fastproxy.audit.writer import COMMIT_SPACING, AuditFile, next_commit_at
 from fastproxy.config.schema import AuditSettings
 
 SECRET = "tok-3f9a-NEVER-IN-A-LOG"
@@ -632,9 +632,55 @@ def test_under_a_stream_of_batches_commits_are_spaced(
     )
 
 
-def test_a_commit_cut_at_its_cap_is_not_followed_by_a_wait() -> None:
-    assert next_commit_at(100.0, COMMIT_SPACING, 1) == 100.0 + COMMIT_SPACING
-    assert next_commit_at(100.0, COMMIT_SPACING, COMMIT_MAX - 1) == 100.0 + COMMIT_SPACING
-    # More is waiting in the sockets: spacing would cap the writer at COMMIT_MAX per spacing.
-    assert next_commit_at(100.0, COMMIT_SPACING, COMMIT_MAX) == 0.0
-    assert next_commit_at(100.0, COMMIT_SPACING, COMMIT_MAX + 4096) == 0.0
+def test_a_pass_that_left_more_waiting_is_not_followed_by_a_wait() -> None:
+    assert next_commit_at(100.0, COMMIT_SPACING, more_waiting=False) == 100.0 + COMMIT_SPACING
+    assert next_commit_at(100.0, COMMIT_SPACING, more_waiting=True) == 0.0
+
+
+def test_many_small_batches_are_not_held_to_a_read_cap_per_spacing(
+    tmp_path: Path, shared: AuditShared, endpoint: WriterEndpoint, writers: Callable[..., WriterProcess]
+) -> None:
+    # One-record batches (batch_max = 1 is allowed): a pass reads _READS_PER_PASS of them from a
+    # connection. Were each pass then spaced, 1,920 would take 30 passes x 20 ms at the least.
+    settings = settings_for(tmp_path, batch_max=1, flush_interval=0.05, fsync=False)
+    slot, worker = shared.claim()
+    encoder = RecordEncoder(BOOT, worker, Clock())
+    count = 64 * 30
+    messages = [encode_batch(seq, seq, [request(encoder, seq, seq)]) for seq in range(1, count + 1)]
+    writer = writers(settings)
+    writer.start()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        sock.settimeout(10)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        sock.connect(endpoint.address)
+        sock.send(encode_hello(slot, worker, os.getpid(), BOOT))
+        assert sock.recv(64) == encode_seq(WELCOME, 0)
+        start = time.monotonic()
+        for message in messages:
+            sock.send(message)
+        wait_for(lambda: shared.get(slot, WRITTEN) == count, what="every batch")
+        elapsed = time.monotonic() - start
+    assert elapsed < 30 * COMMIT_SPACING * 0.75, elapsed
+    assert writer.stop() == 0
+
+
+def test_a_resent_batch_with_a_record_that_is_not_json_closes_only_that_connection(
+    tmp_path: Path, shared: AuditShared, endpoint: WriterEndpoint, writers: Callable[..., WriterProcess]
+) -> None:
+    # A batch that overlaps what the file has is split by each record's seq: a record there that
+    # is not JSON is the worker's protocol error, not the writer's crash.
+    slot, worker = shared.claim()
+    encoder = RecordEncoder(BOOT, worker, Clock())
+    writer = writers(settings_for(tmp_path))
+    writer.start()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        sock.settimeout(10)
+        sock.connect(endpoint.address)
+        sock.send(encode_hello(slot, worker, os.getpid(), BOOT))
+        assert sock.recv(64) == encode_seq(WELCOME, 0)
+        sock.send(encode_batch(1, 2, [request(encoder, 1, 1), request(encoder, 2, 2)]))
+        assert sock.recv(64) == encode_seq(ACK, 2)
+        sock.send(encode_batch(2, 3, [request(encoder, 2, 2), b'{"seq":3,"not json}']))
+        assert sock.recv(64) == b""  # closed by the writer
+    assert writer.pid and os.waitpid(writer.pid, os.WNOHANG) == (0, 0)  # still running
+    assert writer.stop() == 0
