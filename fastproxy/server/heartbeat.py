@@ -1,7 +1,8 @@
 """Worker heartbeats in shared memory: how the master knows a worker is up, and not hung.
 
 The master maps an anonymous shared region before forking; each worker owns one slot and writes
-its pid, state, flags (what it has loaded: the keys of its JWT issuers) and the monotonic time
+its pid, state, flags (what it has: the keys of its JWT issuers, a welcome from the audit writer)
+and the monotonic time
 (system-wide, so comparable across processes) about once a second. Only the owner writes a slot
 and the master only reads, so no lock is needed; a torn read could at worst delay a verdict by
 one beat.
@@ -13,7 +14,7 @@ import mmap
 import struct
 import time
 
-__all__ = ["BOOTING", "KEYS_LOADED", "READY", "STOPPING", "HeartbeatTable"]
+__all__ = ["AUDIT_CONNECTED", "BOOTING", "KEYS_LOADED", "READY", "STOPPING", "HeartbeatTable"]
 
 BOOTING = 1
 READY = 2
@@ -21,6 +22,9 @@ STOPPING = 3
 
 # Flags: the worker holds keys for every JWT issuer it uses (or uses none).
 KEYS_LOADED = 1
+# The worker's audit client has a writer's welcome (or the worker audits nothing): until then a
+# fail_closed route answers 503.
+AUDIT_CONNECTED = 2
 
 _SLOT = struct.Struct("=qqdq")  # pid, state, last beat (time.monotonic()), flags
 

@@ -21,7 +21,7 @@ from fastproxy.config.model import Config
 from fastproxy.metrics import WorkerMetrics, render
 from fastproxy.server.admin import AdminConnection
 from fastproxy.server.connection import ClientConnection
-from fastproxy.server.heartbeat import BOOTING, KEYS_LOADED, READY, STOPPING, HeartbeatTable
+from fastproxy.server.heartbeat import AUDIT_CONNECTED, BOOTING, KEYS_LOADED, READY, STOPPING, HeartbeatTable
 from fastproxy.server.sockets import BACKLOG
 from fastproxy.server.state import WorkerState
 from fastproxy.server.tls import server_context
@@ -221,7 +221,11 @@ class Worker:
             self._jwt_seen = (hits, misses)
 
     def _flags(self) -> int:
-        return KEYS_LOADED if self.policy is not None and self.policy.keys_ready() else 0
+        flags = KEYS_LOADED if self.policy is not None and self.policy.keys_ready() else 0
+        audit = self.state.audit if self.state is not None else None
+        if audit is None or audit.available:
+            flags |= AUDIT_CONNECTED
+        return flags
 
     def stop(self) -> None:
         """Graceful: stop accepting, let answers in progress finish, then exit."""
@@ -259,6 +263,11 @@ class Worker:
         if self.audit is not None:
             writer_ok = self.audit.shared.writer_pid != 0
             detail["audit_writer"] = "serving" if writer_ok else "unavailable"
+            # A worker the writer has not welcomed yet would answer fail_closed routes 503.
+            connected = self.heartbeats.ready_with(AUDIT_CONNECTED)
+            if connected < ready:
+                detail["workers_without_audit"] = ready - connected
+                writer_ok = False
         return ready > 0 and with_keys == ready and writer_ok and not stopping, detail
 
     def _metrics(self) -> bytes:

@@ -863,6 +863,37 @@ def test_a_killed_worker_leaves_a_gap_record_for_what_it_had_not_sent(
     assert counts["requests"] == 7 + 3
 
 
+def test_a_worker_the_writer_has_not_welcomed_is_not_ready(
+    launcher: ProxyLauncher, upstream: RecordingUpstream, audit_path: Path
+) -> None:
+    # Until its audit client has a writer's welcome a worker's fail_closed routes answer 503:
+    # /readyz counts it as not ready. A stopped writer still serves (its pid is published) but
+    # welcomes no one, which is how the respawned worker here is held before its welcome.
+    proxy = start(launcher, simple_config(upstream.url, audit_path), workers=1)
+    writer, victim = writer_pids(proxy)[0], worker_pids(proxy)[0]
+    os.kill(writer, signal.SIGSTOP)
+    try:
+        os.kill(victim, signal.SIGKILL)
+
+        def unwelcomed() -> bool:
+            answer = proxy.readyz()
+            return (
+                answer is not None
+                and answer[0] == 503
+                and answer[1].get("workers_ready") == 1
+                and answer[1].get("workers_without_audit") == 1
+                and victim not in worker_pids(proxy)
+            )
+
+        wait_for(unwelcomed, 15, "the respawned worker to be ready but for its welcome")
+    finally:
+        os.kill(writer, signal.SIGCONT)
+    wait_for(lambda: ready(proxy), 15, "the welcome")
+    answer = proxy.readyz()
+    assert answer is not None and "workers_without_audit" not in answer[1]
+    stop(proxy)
+
+
 def test_term_just_after_the_writer_died_still_accounts_for_every_answer(
     launcher: ProxyLauncher, upstream: RecordingUpstream, audit_path: Path
 ) -> None:
