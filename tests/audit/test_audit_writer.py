@@ -7,6 +7,7 @@ The simulated workers are AuditClients on a uvloop loop in the test process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import platform
 import shutil
@@ -119,6 +120,21 @@ def client(
         flush_interval=settings.flush_interval,
         **kwargs,
     )
+
+
+@contextlib.contextmanager
+def raw_worker(
+    endpoint: WriterEndpoint, slot: int, worker: int, written: int = 0, sndbuf: int = 0
+) -> Iterator[socket.socket]:
+    """A simulated worker's own connection: hello sent, the welcome (saying ``written``) read."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        sock.settimeout(10)
+        if sndbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        sock.connect(endpoint.address)
+        sock.send(encode_hello(slot, worker, os.getpid(), BOOT))
+        assert sock.recv(64) == encode_seq(WELCOME, written)
+        yield sock
 
 
 def request_ids(path: Path) -> list[str]:
@@ -474,11 +490,7 @@ def test_a_batch_written_but_never_acknowledged_is_not_written_twice(
     path.write_bytes(b"".join(chained_lines(records[:6])))
     writer = writers(settings_for(tmp_path))
     writer.start()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
-        sock.settimeout(10)
-        sock.connect(endpoint.address)
-        sock.send(encode_hello(slot, worker, os.getpid(), BOOT))
-        assert sock.recv(64) == encode_seq(WELCOME, 6)  # learnt from the file's tail
+    with raw_worker(endpoint, slot, worker, written=6) as sock:  # learnt from the file's tail
         sock.send(encode_batch(1, 8, records))
         assert sock.recv(64) == encode_seq(ACK, 8)
     assert writer.stop() == 0
@@ -497,11 +509,7 @@ def test_batches_of_a_worker_that_closed_with_acks_unread_are_all_written(
     records = [encoder.worker_start(1, 1)] + [request(encoder, seq, seq) for seq in range(2, 31)]
     writer = writers(settings_for(tmp_path))
     writer.start()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
-        sock.settimeout(10)
-        sock.connect(endpoint.address)
-        sock.send(encode_hello(slot, worker, os.getpid(), BOOT))
-        assert sock.recv(64) == encode_seq(WELCOME, 0)
+    with raw_worker(endpoint, slot, worker) as sock:
         sock.send(encode_batch(1, 10, records[:10]))
         wait_for(lambda: shared.get(slot, WRITTEN) == 10, what="the first batch")  # its ack: unread
         sock.send(encode_batch(11, 20, records[10:20]))
@@ -606,11 +614,7 @@ def test_under_a_stream_of_batches_commits_are_spaced(
     writer = writers(settings)
     writer.start()
     before = shared.stats().commits
-    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
-        sock.settimeout(10)
-        sock.connect(endpoint.address)
-        sock.send(encode_hello(slot, worker, os.getpid(), BOOT))
-        assert sock.recv(64) == encode_seq(WELCOME, 0)
+    with raw_worker(endpoint, slot, worker) as sock:
         start = time.monotonic()
         seq = 0
         while time.monotonic() - start < 0.5:
@@ -649,12 +653,7 @@ def test_many_small_batches_are_not_held_to_a_read_cap_per_spacing(
     messages = [encode_batch(seq, seq, [request(encoder, seq, seq)]) for seq in range(1, count + 1)]
     writer = writers(settings)
     writer.start()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
-        sock.settimeout(10)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        sock.connect(endpoint.address)
-        sock.send(encode_hello(slot, worker, os.getpid(), BOOT))
-        assert sock.recv(64) == encode_seq(WELCOME, 0)
+    with raw_worker(endpoint, slot, worker, sndbuf=4 << 20) as sock:
         start = time.monotonic()
         for message in messages:
             sock.send(message)
@@ -673,11 +672,7 @@ def test_a_resent_batch_with_a_record_that_is_not_json_closes_only_that_connecti
     encoder = RecordEncoder(BOOT, worker, Clock())
     writer = writers(settings_for(tmp_path))
     writer.start()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
-        sock.settimeout(10)
-        sock.connect(endpoint.address)
-        sock.send(encode_hello(slot, worker, os.getpid(), BOOT))
-        assert sock.recv(64) == encode_seq(WELCOME, 0)
+    with raw_worker(endpoint, slot, worker) as sock:
         sock.send(encode_batch(1, 2, [request(encoder, 1, 1), request(encoder, 2, 2)]))
         assert sock.recv(64) == encode_seq(ACK, 2)
         sock.send(encode_batch(2, 3, [request(encoder, 2, 2), b'{"seq":3,"not json}']))
