@@ -12,7 +12,7 @@ respawned writer inherits it and connections made while no writer runs wait in i
 The writer runs one loop: accept, read every batch that is there, *commit*, acknowledge.
 
 A commit seals the records read in that pass onto the chain (``prev`` = the head, ``hash`` over
-the canonical form, :mod:`fastproxy.audit.chain`), writes them with one ``write``, calls
+the canonical form, :mod:`fastproxy.audit.chain`), writes them with one ``writev``, calls
 ``fdatasync`` when ``fsync = true``, then records in shared memory how far each worker's stream
 is written and only then acknowledges. While a commit is syncing, more batches queue in the
 sockets: the next commit takes them all (group commit), capped at :data:`COMMIT_MAX` bytes.

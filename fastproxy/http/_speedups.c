@@ -1822,7 +1822,7 @@ typedef struct {
     Py_ssize_t max_url, max_headers, max_header_bytes, max_body;
     Py_ssize_t header_bytes, body_bytes;
     Py_ssize_t head_seen;
-    PyObject *chunk;    /* the bytes being fed (RequestParser.feed sets it), or None */
+    PyObject *chunk;    /* the bytes being fed (start sets it, finish clears it), or None */
     Py_ssize_t begun;   /* heads begun during the current feed (began is begun > 0) */
     char in_head;
 } Callbacks;
@@ -2278,7 +2278,8 @@ callbacks_on_message_complete(Callbacks *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* in_head and began read back as bools and take only bools, as RequestParser sets them. */
+/* in_head and began read back as bools and take only bools (start/finish keep them in C; the
+ * setters stay for the twin tests and a caller that drives a feed itself). */
 static int
 check_flag(PyObject *value)
 {
@@ -2311,7 +2312,7 @@ callbacks_set_in_head(Callbacks *self, PyObject *value, void *Py_UNUSED(closure)
 }
 
 /* began is "a head began during the current feed": begun > 0. Setting it False, as
- * RequestParser.feed does before each feed, restarts the count version_in_chunk relies on. */
+ * start does before each feed, restarts the count version_in_chunk relies on. */
 static PyObject *
 callbacks_get_began(Callbacks *self, void *Py_UNUSED(closure))
 {

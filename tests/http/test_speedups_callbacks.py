@@ -502,7 +502,7 @@ def test_attributes_round_trip() -> None:
     assert callbacks.head_seen == 12345
     assert type(callbacks.head_seen) is int
     assert callbacks.parser is parser
-    callbacks.head_seen += 7  # as RequestParser.feed does
+    callbacks.head_seen += 7  # as start does for a head still open
     assert callbacks.head_seen == 12352
     callbacks.in_head = False
     assert callbacks.in_head is False
